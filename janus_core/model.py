@@ -1,0 +1,161 @@
+"""The Janus generation model: a compact Llama decoder, the image-token embedding / aligner / head,
+and an explicit KV cache. The VQ-16 image tokenizer lives in `vq_model.py`.
+
+In the style of gpt-fast: q/k/v and gate/up projections are fused into one matmul each (the loader
+concatenates the checkpoint's separate tensors), the cache is allocated once and written in place,
+and attention goes through `scaled_dot_product_attention`. Numerics follow transformers' Llama
+(fp32 RMSNorm statistics, RoPE tables computed in fp32 and cast to the activation dtype).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LMConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(dtype)
+
+
+def rope_tables(cfg: LMConfig, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin for integer `positions` (any shape) -> (..., head_dim), as transformers' Llama builds them."""
+    hd = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64, device=positions.device).float() / hd))
+    freqs = positions.float()[..., None] * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class KVCache:
+    """Per-layer key/value buffers `[rows, kv_heads, max_len, head_dim]`, allocated once, written in place."""
+
+    def __init__(self, cfg: LMConfig, rows: int, max_len: int, device, dtype):
+        shape = (rows, cfg.num_kv_heads, max_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_layers)]
+        self.max_len = max_len
+
+    def release(self) -> None:
+        self.k.clear()
+        self.v.clear()
+
+    @staticmethod
+    def nbytes(cfg: LMConfig, rows: int, max_len: int, dtype: torch.dtype) -> int:
+        elem = torch.empty((), dtype=dtype).element_size()
+        return 2 * cfg.num_layers * rows * cfg.num_kv_heads * max_len * cfg.head_dim * elem
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.cfg = cfg
+        q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+        self.split = (q, kv, kv)
+        self.wqkv = nn.Linear(cfg.hidden_size, q + 2 * kv, bias=False)
+        self.wo = nn.Linear(q, cfg.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, k_cache, v_cache, pos, mask):
+        """x [R, T, H]; cos/sin [R, 1, T, hd]; pos: int start index (prefix attention) or a 0-d tensor
+        (static-shape attention over the whole cache, for captured steps); mask: bool, True = attend."""
+        cfg = self.cfg
+        rows, t, _ = x.shape
+        q, k, v = self.wqkv(x).split(self.split, dim=-1)
+        q = q.view(rows, t, cfg.num_heads, cfg.head_dim).transpose(1, 2)
+        k = k.view(rows, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        v = v.view(rows, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        if isinstance(pos, int):
+            k_cache[:, :, pos : pos + t] = k
+            v_cache[:, :, pos : pos + t] = v
+            keys, values = k_cache[:, :, : pos + t], v_cache[:, :, : pos + t]
+        else:  # tensor position: fixed shapes, so the step can be captured as one graph
+            k_cache.index_copy_(2, pos.view(1), k)
+            v_cache.index_copy_(2, pos.view(1), v)
+            keys, values = k_cache, v_cache
+        out = F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=mask, enable_gqa=cfg.num_kv_heads != cfg.num_heads
+        )
+        return self.wo(out.transpose(1, 2).reshape(rows, t, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.w13 = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)  # gate | up
+        self.w2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.attention_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.attention = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.feed_forward = FeedForward(cfg)
+
+    def forward(self, x, cos, sin, k_cache, v_cache, pos, mask):
+        x = x + self.attention(self.attention_norm(x), cos, sin, k_cache, v_cache, pos, mask)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class MLP2(nn.Module):
+    """Linear -> exact GELU -> Linear (the original `MlpProjector` / `vision_head`)."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int):
+        super().__init__()
+        self.fc1 = nn.Linear(d_in, d_hidden)
+        self.fc2 = nn.Linear(d_hidden, d_out)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class JanusGenerator(nn.Module):
+    """Everything text-to-image sampling needs, and nothing else (no lm_head, no vision tower)."""
+
+    def __init__(self, cfg: LMConfig, image_vocab: int, image_embed_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.image_vocab = image_vocab
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.gen_embed = nn.Embedding(image_vocab, image_embed_dim)
+        self.gen_aligner = MLP2(image_embed_dim, cfg.hidden_size, cfg.hidden_size)
+        self.gen_head = MLP2(cfg.hidden_size, cfg.hidden_size, image_vocab)
+
+    def image_token_embeds(self, tokens: torch.Tensor) -> torch.Tensor:
+        """aligner(gen_embed(ids)): the LLM input for an image token."""
+        return self.gen_aligner(self.gen_embed(tokens))
+
+    def forward_hidden(self, x, cos, sin, cache: KVCache, pos, mask) -> torch.Tensor:
+        """Run the decoder over input embeddings x [R, T, H], filling the cache; returns final-norm hidden states."""
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, cache.k[i], cache.v[i], pos, mask)
+        return self.norm(x)
+
+    def image_logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
+        """Generation-head logits [R, image_vocab] for the last hidden state of each row."""
+        return self.gen_head(hidden_last)

@@ -1,0 +1,180 @@
+"""The autoregressive image-token sampler with classifier-free guidance.
+
+One code path for every device: the prompt is prefilled once, the KV cache is allocated once for
+prompt + 576 positions and written in place, cond and uncond rows go through one forward, the head
+runs on the last position only, and attention reads only the filled prefix of the cache. Nothing
+syncs with the host per step except what the progress callback itself asks for (`progress_every`).
+
+Seeds: image i of a batch draws from its own generator seeded `seed + i`, so it equals a batch of
+one with that seed; with temperature 1 and no top-k/top-p a batch of one reproduces the reference
+loop (`torch.manual_seed(s)` + `torch.multinomial(probs, 1)` per step) on the CPU in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .errors import GenerationCancelled, PayloadError
+from .model import KVCache, rope_tables
+from .payloads import GRID, NUM_IMAGE_TOKENS, JanusCond, JanusLM, JanusTokens
+from .sampling import cfg_mix, draw, fill_noise, probabilities
+
+ProgressFn = Callable[[int, int, torch.Tensor], None]  # (step done, total, tokens so far [B, step])
+SEED_MOD = 2**64
+
+
+def check_cond(lm: JanusLM, cond: JanusCond) -> None:
+    if not isinstance(cond, JanusCond):
+        raise PayloadError(f"cond must be a JanusCond (from Janus Prompt), got {type(cond).__name__}.")
+    if cond.tokenizer_id != lm.tokenizer.id:
+        raise PayloadError(
+            f"cond was made by the tokenizer of {cond.model_name!r}, which differs from the tokenizer of "
+            f"{lm.identity.name!r}. Connect the Janus Prompt node to the same model loader as the sampler."
+        )
+
+
+def _rows(cond: JanusCond, batch: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Left-padded ids [2B, T] (cond rows first) and the count of pad positions per row (None if none)."""
+    t = max(len(cond.cond_ids), len(cond.uncond_ids))
+    pads = [t - len(cond.cond_ids)] * batch + [t - len(cond.uncond_ids)] * batch
+    ids = torch.zeros((2 * batch, t), dtype=torch.long)
+    for r, seq in enumerate([cond.cond_ids] * batch + [cond.uncond_ids] * batch):
+        ids[r, pads[r]:] = torch.tensor(seq, dtype=torch.long)
+    pad = torch.tensor(pads, device=device) if any(pads) else None
+    return ids.to(device), pad
+
+
+def check_init(init_tokens, keep_mask, batch: int, codebook: int):
+    if init_tokens is None and keep_mask is None:
+        return None, None
+    if init_tokens is None or keep_mask is None:
+        raise PayloadError("init_tokens and keep_mask go together: give both or neither.")
+    init = torch.as_tensor(init_tokens).reshape(-1, NUM_IMAGE_TOKENS).long()
+    keep = torch.as_tensor(keep_mask).reshape(-1, NUM_IMAGE_TOKENS).bool()
+    if init.shape[0] == 1:
+        init = init.expand(batch, -1)
+    if keep.shape[0] == 1:
+        keep = keep.expand(batch, -1)
+    if init.shape[0] != batch or keep.shape[0] != batch:
+        raise PayloadError(f"init_tokens/mask have batch {init.shape[0]}/{keep.shape[0]}; expected 1 or {batch}.")
+    if int(init.min()) < 0 or int(init.max()) >= codebook:
+        raise PayloadError(f"init_tokens hold indices outside the codebook 0..{codebook - 1}.")
+    return init, keep
+
+
+@torch.inference_mode()
+def sample_tokens(
+    lm: JanusLM,
+    cond: JanusCond,
+    *,
+    seed: int = 0,
+    batch_size: int = 1,
+    cfg: float = 5.0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    init_tokens: torch.Tensor | None = None,
+    keep_mask: torch.Tensor | None = None,
+    progress: ProgressFn | None = None,
+    progress_every: int = 1,
+    should_cancel: Callable[[], bool] | None = None,
+    compile: bool = False,
+) -> JanusTokens:
+    """Sample `batch_size` images' tokens. temperature 0 = greedy (argmax, for tests and oracles).
+
+    `init_tokens` [B|1, 24, 24] + `keep_mask` [B|1, 24, 24] (True = keep): kept positions are forced to the
+    given token, the rest are sampled (the random streams advance identically either way).
+    `should_cancel` is polled between steps; True raises GenerationCancelled after freeing the cache.
+    """
+    check_cond(lm, cond)
+    if batch_size < 1:
+        raise PayloadError(f"batch_size must be >= 1, got {batch_size}")
+    if temperature < 0:
+        raise PayloadError(f"temperature must be >= 0, got {temperature}")
+    model, cfg_lm, device = lm.model, lm.model.cfg, lm.device
+    init, keep = check_init(init_tokens, keep_mask, batch_size, model.image_vocab)
+    if init is not None:
+        init, keep = init.to(device), keep.to(device)
+
+    ids, pad = _rows(cond, batch_size, device)
+    rows, prompt_len = ids.shape
+    max_len = prompt_len + NUM_IMAGE_TOKENS
+    if max_len > cfg_lm.max_position_embeddings:
+        raise PayloadError(f"prompt too long: {prompt_len} tokens + 576 image tokens exceed the model's "
+                           f"{cfg_lm.max_position_embeddings} positions. Shorten the prompt.")
+
+    positions = torch.arange(max_len, device=device)
+    if pad is None:
+        cos, sin = (t[None, None] for t in rope_tables(cfg_lm, positions, lm.dtype))  # [1, 1, L, hd]
+        key_valid = None
+        prefill_mask = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=device).tril()
+    else:  # left padding: each row counts positions from its first real token, pads are never attended
+        row_pos = (positions[None] - pad[:, None]).clamp(min=0)
+        cos, sin = (t[:, None] for t in rope_tables(cfg_lm, row_pos, lm.dtype))  # [R, 1, L, hd]
+        key_valid = positions[None] >= pad[:, None]  # [R, L]
+        causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=device).tril()
+        eye = torch.eye(prompt_len, dtype=torch.bool, device=device)  # pad queries see themselves: no NaN rows
+        prefill_mask = (causal & (key_valid[:, None, :prompt_len] | eye))[:, None]
+
+    cache = KVCache(cfg_lm, rows, max_len, device, lm.dtype)
+    seeds = [(seed + i) % SEED_MOD for i in range(batch_size)]
+    gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+    noise = torch.empty((batch_size, model.image_vocab), dtype=torch.float32, device=device)
+    out = torch.empty((batch_size, NUM_IMAGE_TOKENS), dtype=torch.long, device=device)
+    step_fn = _static_step(lm, cache, cos, sin, key_valid) if compile else None
+    try:
+        hidden = model.forward_hidden(model.embed_tokens(ids), cos[:, :, :prompt_len], sin[:, :, :prompt_len],
+                                      cache, 0, prefill_mask)[:, -1]
+        for i in range(NUM_IMAGE_TOKENS):
+            logits = cfg_mix(model.image_logits(hidden).float(), batch_size, cfg)
+            if temperature == 0:
+                token = torch.argmax(logits, dim=-1)
+            else:
+                fill_noise(noise, gens)
+                token = draw(probabilities(logits, temperature, top_k, top_p), noise)
+            if keep is not None:
+                token = torch.where(keep[:, i], init[:, i], token)
+            out[:, i] = token
+            if progress is not None and ((i + 1) % progress_every == 0 or i + 1 == NUM_IMAGE_TOKENS):
+                progress(i + 1, NUM_IMAGE_TOKENS, out[:, : i + 1])
+            if should_cancel is not None and should_cancel():
+                raise GenerationCancelled(f"sampling cancelled after {i + 1} of {NUM_IMAGE_TOKENS} tokens")
+            if i + 1 == NUM_IMAGE_TOKENS:
+                break  # the last token's embedding is never used
+            x = model.image_token_embeds(token.repeat(2))[:, None]  # same token for the cond and uncond row
+            pos = prompt_len + i
+            if step_fn is not None:
+                hidden = step_fn(x, torch.tensor(pos, device=device))
+            else:
+                mask = None if key_valid is None else key_valid[:, None, None, : pos + 1]
+                hidden = model.forward_hidden(x, cos[:, :, pos : pos + 1], sin[:, :, pos : pos + 1], cache, pos, mask)[:, -1]
+    finally:
+        cache.release()  # a cancel or an error leaves no cache alive (the traceback still holds this frame)
+        del cache
+    return JanusTokens(
+        tokens=out.view(batch_size, GRID, GRID).cpu(),
+        seeds=seeds,
+        settings={"cfg": cfg, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                  "batch_size": batch_size, "seed": seed, "partial": keep is not None},
+        model=lm.identity.as_dict(),
+        prompt=cond.prompt,
+    )
+
+
+def _static_step(lm: JanusLM, cache: KVCache, cos, sin, key_valid):
+    """A decode step with fixed shapes (attention over the whole cache, masked), compiled with torch.compile.
+    On CUDA it uses mode="reduce-overhead" (CUDA graphs)."""
+    model = lm.model
+    arange = torch.arange(cache.max_len, device=lm.device)
+
+    def step(x, pos):
+        mask = arange <= pos
+        mask = mask[None, None, None] if key_valid is None else (mask[None] & key_valid)[:, None, None]
+        c = cos.index_select(2, pos.view(1))
+        s = sin.index_select(2, pos.view(1))
+        return model.forward_hidden(x, c, s, cache, pos, mask)[:, -1]
+
+    mode = "reduce-overhead" if lm.device.type == "cuda" else None
+    return torch.compile(step, mode=mode, fullgraph=False, dynamic=False)

@@ -1,0 +1,258 @@
+"""Weight files: discovery, tensor-by-tensor readers, and the key names of both checkpoint layouts.
+
+Readers return one CPU tensor at a time in the file's dtype; the loader casts it to the target dtype
+and device at once, so no full-precision copy of the model is ever held. Safetensors files are read
+with plain file reads (header + byte ranges, per the documented format) rather than mmap, so that
+resident memory stays at "what is kept + one tensor". Pickles go only through
+`torch.load(weights_only=True, mmap=True)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import re
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import ORIGINAL
+from .errors import CheckpointError
+
+_ST_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}  # fmt: skip
+
+WEIGHT_FILE_PATTERNS = (
+    "model.safetensors.index.json",
+    "model.safetensors",
+    "pytorch_model.bin.index.json",
+    "pytorch_model.bin",
+)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    file: Path
+    shape: tuple[int, ...]
+
+
+class _SafetensorsFile:
+    def __init__(self, path: Path):
+        self.path = path
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                if n > size - 8 or n > 100_000_000:
+                    raise ValueError("header length beyond end of file")
+                header = json.loads(f.read(n))
+        except (struct.error, ValueError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); the download is probably "
+                                  "truncated or corrupt, delete and re-download it.") from exc
+        self.data_start = 8 + n
+        self.entries = {}
+        for key, meta in header.items():
+            if key == "__metadata__":
+                continue
+            begin, end = meta["data_offsets"]
+            if self.data_start + end > size:
+                raise CheckpointError(f"{path}: truncated file (tensor {key!r} ends at byte {self.data_start + end}, "
+                                      f"file has {size}). Delete and re-download it.")
+            if meta["dtype"] not in _ST_DTYPES:
+                raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {meta['dtype']}.")
+            self.entries[key] = (tuple(meta["shape"]), _ST_DTYPES[meta["dtype"]], begin, end)
+
+    def read(self, key: str) -> torch.Tensor:
+        shape, dtype, begin, end = self.entries[key]
+        out = torch.empty(shape, dtype=dtype)
+        buf = out.view(-1).view(torch.uint8).numpy() if out.numel() else None
+        if buf is not None:
+            with open(self.path, "rb") as f:
+                f.seek(self.data_start + begin)
+                if f.readinto(buf) != end - begin:
+                    raise CheckpointError(f"{self.path}: short read for {key!r}; the file is truncated.")
+        return out
+
+
+class _PickleFile:
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            try:
+                sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                # legacy (pre-zip) pickle format cannot be memory-mapped
+                sd = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise CheckpointError(
+                f"{path}: refused to load: it holds objects other than plain tensors, and pickles are only read "
+                f"with weights_only=True ({str(exc).splitlines()[0]}). Use a safetensors copy of this checkpoint."
+            ) from exc
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+            raise CheckpointError(f"{path}: cannot read this pickle ({exc}); it is probably truncated or corrupt, "
+                                  "delete and re-download it.") from exc
+        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+            raise CheckpointError(f"{path}: expected a dict of tensors (a state dict), got {type(sd).__name__}.")
+        self.sd = sd
+        self.entries = {k: (tuple(v.shape),) for k, v in sd.items()}
+
+    def read(self, key: str) -> torch.Tensor:
+        return self.sd[key]
+
+
+def find_weight_files(folder: Path) -> list[Path]:
+    """The weight files of a checkpoint folder, preferring safetensors; raises if none or a shard is missing."""
+    for name in WEIGHT_FILE_PATTERNS:
+        p = folder / name
+        if not p.is_file():
+            continue
+        if not name.endswith(".index.json"):
+            return [p]
+        try:
+            weight_map = json.loads(p.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{p}: not a valid shard index ({exc}).") from exc
+        files = sorted({folder / f for f in weight_map.values()})
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(f"{p} lists shard(s) {', '.join(missing)} that are not in {folder}. "
+                                  "Download every shard the index names.")
+        return files
+    raise CheckpointError(
+        f"No weight files in {folder}. Expected one of: {', '.join(WEIGHT_FILE_PATTERNS)} (plus the shards an "
+        "index names)."
+    )
+
+
+class WeightReader:
+    """All tensors of a checkpoint, by key, readable one at a time."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.files = find_weight_files(folder)
+        self._by_key: dict[str, object] = {}
+        self.shapes: dict[str, tuple] = {}
+        for path in self.files:
+            handle = _SafetensorsFile(path) if path.suffix == ".safetensors" else _PickleFile(path)
+            for key, entry in handle.entries.items():
+                self._by_key[key] = handle
+                self.shapes[key] = entry[0]
+
+    def file_of(self, key: str) -> Path:
+        return self._by_key[key].path
+
+    def read(self, key: str) -> torch.Tensor:
+        return self._by_key[key].read(key)
+
+    def close(self) -> None:
+        self._by_key.clear()
+
+
+def fingerprint(folder: Path, files: list[Path]) -> str:
+    """A cheap content fingerprint: sha256 over config.json and, per weight file, its name, size and first/last MiB."""
+    h = hashlib.sha256()
+    cfg = folder / "config.json"
+    if cfg.is_file():
+        h.update(cfg.read_bytes())
+    for path in sorted(files):
+        size = path.stat().st_size
+        h.update(f"{path.name}:{size}".encode())
+        with open(path, "rb") as f:
+            h.update(f.read(1 << 20))
+            if size > 2 << 20:
+                f.seek(size - (1 << 20))
+                h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+# ---- key names -------------------------------------------------------------------------------------------
+
+# Components of the full multimodal model that text-to-image never loads; their keys are accepted unread.
+_UNUSED_PREFIXES = {
+    ORIGINAL: ("vision_model.", "aligner.", "language_model.lm_head."),
+    "transformers": ("model.vision_model.", "model.aligner.", "lm_head."),
+}
+# Documented tensors inside loaded components that inference does not use.
+_UNUSED_KEYS = re.compile(r"(quantize\.codebook_used$|rotary_emb\.inv_freq$)")
+
+_LLM_PREFIX = {ORIGINAL: "language_model.model.", "transformers": "model.language_model."}
+_VQ_PREFIX = {ORIGINAL: "gen_vision_model.", "transformers": "model.vqmodel."}
+_GEN_NAMES = {
+    ORIGINAL: {
+        "gen_embed.weight": "gen_embed.weight",
+        "gen_aligner.fc1": "gen_aligner.layers.0",
+        "gen_aligner.fc2": "gen_aligner.layers.2",
+        "gen_head.fc1": "gen_head.output_mlp_projector",
+        "gen_head.fc2": "gen_head.vision_head",
+    },
+    "transformers": {
+        "gen_embed.weight": "model.generation_embeddings.weight",
+        "gen_aligner.fc1": "model.generation_aligner.fc1",
+        "gen_aligner.fc2": "model.generation_aligner.hidden_layers.0",
+        "gen_head.fc1": "model.generation_head.proj_out",
+        "gen_head.fc2": "model.generation_head.vision_head",
+    },
+}
+_LAYER_PARTS = {
+    "attention.wqkv.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+    "attention.wo.weight": ("self_attn.o_proj.weight",),
+    "feed_forward.w13.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+    "feed_forward.w2.weight": ("mlp.down_proj.weight",),
+    "attention_norm.weight": ("input_layernorm.weight",),
+    "ffn_norm.weight": ("post_attention_layernorm.weight",),
+}
+# transformers VQ names -> original VQ names (reference §8.2, inverted)
+_VQ_RENAMES = [
+    (re.compile(r"^encoder\.down\."), "encoder.conv_blocks."),
+    (re.compile(r"^decoder\.up\."), "decoder.conv_blocks."),
+    (re.compile(r"\.block\.(\d+)\."), r".res.\1."),
+    (re.compile(r"\.mid\.block_1\."), ".mid.0."),
+    (re.compile(r"\.mid\.attn_1\."), ".mid.1."),
+    (re.compile(r"\.mid\.block_2\."), ".mid.2."),
+]
+
+
+def generator_sources(layout: str, num_layers: int) -> dict[str, tuple[str, ...]]:
+    """Our parameter name -> the checkpoint key(s) it is made of (several = concatenated along dim 0)."""
+    llm = _LLM_PREFIX[layout]
+    out = {"embed_tokens.weight": (llm + "embed_tokens.weight",), "norm.weight": (llm + "norm.weight",)}
+    for i in range(num_layers):
+        for ours, theirs in _LAYER_PARTS.items():
+            out[f"layers.{i}.{ours}"] = tuple(f"{llm}layers.{i}.{t}" for t in theirs)
+    for ours, theirs in _GEN_NAMES[layout].items():
+        if ours.endswith(".weight"):
+            out[ours] = (theirs,)
+        else:
+            out[ours + ".weight"] = (theirs + ".weight",)
+            out[ours + ".bias"] = (theirs + ".bias",)
+    return out
+
+
+def vq_key_map(layout: str, keys) -> dict[str, str]:
+    """Original-style VQ name (without prefix) -> checkpoint key, for every VQ key in the file."""
+    prefix = _VQ_PREFIX[layout]
+    out = {}
+    for key in keys:
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        if layout != ORIGINAL:
+            for pattern, repl in _VQ_RENAMES:
+                name = pattern.sub(repl, name)
+        out[name] = key
+    return out
+
+
+def classify_unexpected(layout: str, keys, expected: set[str]) -> list[str]:
+    """Keys that are neither expected, nor in a component this task skips, nor documented as unused."""
+    skip = _UNUSED_PREFIXES[layout]
+    return sorted(k for k in keys if k not in expected and not k.startswith(skip) and not _UNUSED_KEYS.search(k))
