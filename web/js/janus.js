@@ -17,8 +17,6 @@ import {
 } from "./janus_grid.js";
 
 const EXT_NAME = "janus_ar.web";
-const SAMPLER_CLASSES = new Set(["JanusARSampler"]);
-const LOADER_CLASSES = new Set(["JanusARLoader"]);
 const INSPECTOR_CLASSES = new Set(["JanusARTokenMap", "JanusARTokensInfo"]);
 const DOWNLOAD_LINGER_MS = 1500;
 const STRIP_H = 20;
@@ -88,9 +86,11 @@ function colourTables() {
 
 /** (Re)apply the socket colours when a table lacks them (a colour-palette change may replace the tables). */
 function ensureSocketColors() {
-  const tables = colourTables().filter((t) => t && typeof t === "object");
-  const missing = tables.filter((t) => !hasSocketColors(t, SOCKET_COLORS));
-  if (missing.length) applySocketColors(missing, SOCKET_COLORS);
+  const tables = colourTables().filter((t) => t && typeof t === "object" && !hasSocketColors(t, SOCKET_COLORS));
+  if (tables.length && applySocketColors(tables, SOCKET_COLORS) > 0) {
+    // drawn with the old colours in this frame: draw again
+    if (app?.canvas && typeof app.canvas.setDirty === "function") app.canvas.setDirty(true, true);
+  }
 }
 
 // ------------------------------------------------------------------------------------------- status strip
@@ -133,7 +133,6 @@ function drawStrip(ctx, node, y, status, colour) {
 }
 
 function drawStatus(node, ctx) {
-  ensureSocketColors();
   const { sampler, download } = board.get(keyOfNode(node));
   if (!sampler && !download) return;
   let y = node.flags?.collapsed ? 4 : (node.size?.[1] ?? 0) + 6;
@@ -148,6 +147,7 @@ function hookForeground(node) {
   const previous = node.onDrawForeground;
   node.onDrawForeground = function (ctx, ...rest) {
     const r = previous?.apply(this, [ctx, ...rest]);
+    safe(ensureSocketColors); // cheap check; the editor's palette loader may have reset the colours
     safe(drawStatus, this, ctx);
     return r;
   };
@@ -479,7 +479,7 @@ function onExecuted(event) {
 
 function onNodeCreated(node) {
   const cls = classOf(node);
-  if (SAMPLER_CLASSES.has(cls) || LOADER_CLASSES.has(cls) || INSPECTOR_CLASSES.has(cls)) hookForeground(node);
+  if (typeof cls === "string" && cls.startsWith("JanusAR")) hookForeground(node);
   if (INSPECTOR_CLASSES.has(cls)) setupInspector(node);
 }
 

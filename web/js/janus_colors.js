@@ -9,25 +9,30 @@ export const SOCKET_COLORS = Object.freeze({
 });
 
 /**
- * Write the colours into every table given that is a plain object (others are skipped).
- * Existing entries for these types are overwritten, others left alone. Returns how many tables were written.
+ * Fill in the colours of the Janus types in every table given that is a plain object (others are skipped).
+ * Only entries that are missing or empty are written: the editor's palette loader resets every known type to ""
+ * (then this fills them in again), while a colour a user's custom palette sets for a Janus type is kept.
+ * Returns how many entries were written.
  */
 export function applySocketColors(tables, colors = SOCKET_COLORS) {
   let n = 0;
   for (const t of tables) {
     if (!t || typeof t !== "object" || Array.isArray(t)) continue;
-    try {
-      Object.assign(t, colors);
-      n += 1;
-    } catch {
-      // frozen / proxied table of an unknown editor version: leave it
+    for (const [type, colour] of Object.entries(colors)) {
+      if (t[type]) continue;
+      try {
+        t[type] = colour;
+        n += 1;
+      } catch {
+        // frozen / proxied table of an unknown editor version: leave it
+      }
     }
   }
   return n;
 }
 
-/** true when every Janus type already has its colour in the table (used to re-apply after a palette change). */
+/** true when every Janus type has some colour in the table. */
 export function hasSocketColors(table, colors = SOCKET_COLORS) {
   if (!table || typeof table !== "object") return false;
-  return Object.entries(colors).every(([k, v]) => table[k] === v);
+  return Object.keys(colors).every((k) => Boolean(table[k]));
 }
