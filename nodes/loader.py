@@ -1,0 +1,65 @@
+"""Janus Model Loader: find / download / load a checkpoint -> JANUS_LM, JANUS_VQ."""
+
+from __future__ import annotations
+
+from . import events, host, models
+
+
+def download_tqdm(node_id):
+    """A tqdm class for huggingface_hub that mirrors download progress into the editor."""
+    from tqdm.auto import tqdm
+
+    class JanusDownloadProgress(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = False
+            super().__init__(*args, **kwargs)
+            self._bar = host.progress_bar(int(self.total or 0) or 1, node_id)
+
+        def update(self, n=1):
+            out = super().update(n)
+            total = int(self.total) if self.total else None
+            if self._bar is not None:
+                self._bar.update_absolute(int(self.n), total or max(int(self.n), 1))
+            events.send_download_progress(node_id, str(self.desc or ""), int(self.n), total)
+            return out
+
+    return JanusDownloadProgress
+
+
+class JanusARLoader:
+    CATEGORY = "Janus"
+    DESCRIPTION = ("Loads a Janus / Janus-Pro checkpoint for text-to-image: the language model with its image head "
+                   "(JANUS_LM) and the VQ-16 image tokenizer (JANUS_VQ). Folders come from models/Janus-Pro/ (and "
+                   "extra_model_paths.yaml key 'Janus-Pro'); known repo ids download there on first use. "
+                   "One loaded copy per checkpoint, dtype and device is shared by every loader that asks.")
+    RETURN_TYPES = ("JANUS_LM", "JANUS_VQ")
+    RETURN_NAMES = ("lm", "vq")
+    OUTPUT_TOOLTIPS = ("The language model with its image-generation head, tokenizer and prompt format.",
+                       "The VQ-16 image tokenizer: turns image tokens into pixels (and pixels into tokens).")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (models.model_choices(), {
+                    "tooltip": "A checkpoint folder under models/Janus-Pro/ (config.json, tokenizer.json, weights), "
+                               "or a known Hugging Face repo id, downloaded into models/Janus-Pro/ on first use."}),
+                "dtype": (models.DTYPE_CHOICES, {
+                    "default": "auto",
+                    "tooltip": "Weight precision. auto follows the editor: bfloat16/float16 on GPUs that support "
+                               "them, float32 on the CPU. Lower precision halves memory."}),
+                "device": (models.DEVICE_CHOICES, {
+                    "default": "auto",
+                    "tooltip": "Where the model runs. auto = the editor's device (its --cpu etc. flags apply)."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model):
+        return models.validate_model_choice(model)
+
+    def load(self, model, dtype="auto", device="auto", unique_id=None):
+        folder = models.resolve_checkpoint(model, tqdm_class=download_tqdm(unique_id))
+        return models.load_models(folder, dtype, device)

@@ -1,0 +1,198 @@
+"""Model folders, the loaded-model cache and the memory-manager registration (used by the loader and the stages).
+
+- Choices: every folder under any `Janus-Pro` model root holding config.json + tokenizer.json + weights, then
+  janus_core.hub.KNOWN_REPOS (downloaded on first use into `models/Janus-Pro/<local name>`).
+- One loaded copy per (checkpoint folder, dtype, device): weakly cached, so it lives exactly as long as some
+  node output (or caller) holds it.
+- Inside the editor each model is wrapped in a ModelPatcher; `ensure_on_device` calls `load_models_gpu` so
+  "unload models" and low-VRAM offload work. Outside: plain `.to(device)`.
+- The preview palette is fitted once per model and kept by the model's content fingerprint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import weakref
+from pathlib import Path
+
+import torch
+
+from ..janus_core import fit_token_palette, id_palette, load, load_generator, load_vq
+from ..janus_core.errors import CheckpointError
+from ..janus_core.hub import KNOWN_REPOS, local_name, resolve_model
+from . import host
+
+DTYPE_CHOICES = ["auto", "bfloat16", "float16", "float32"]
+DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+_WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
+
+_LOCK = threading.RLock()
+_LM_CACHE: weakref.WeakValueDictionary[tuple, object] = weakref.WeakValueDictionary()
+_VQ_CACHE: weakref.WeakValueDictionary[tuple, object] = weakref.WeakValueDictionary()
+_PATCHERS: weakref.WeakKeyDictionary[object, object] = weakref.WeakKeyDictionary()  # lm/vq -> ModelPatcher
+_ENCODERS: weakref.WeakKeyDictionary[object, object] = weakref.WeakKeyDictionary()  # decoder vq -> vq + encoder
+_PALETTES: dict[str, torch.Tensor] = {}  # model fingerprint -> uint8 [codebook, 3]
+
+
+def is_checkpoint_folder(path: Path) -> bool:
+    if not (path / "config.json").is_file() or not (path / "tokenizer.json").is_file():
+        return False
+    return any(any(path.glob(g)) for g in _WEIGHT_GLOBS)
+
+
+def local_checkpoints() -> dict[str, Path]:
+    """name -> folder, for every checkpoint folder directly under a model root (first root wins on clashes)."""
+    found: dict[str, Path] = {}
+    for root in host.model_folders():
+        try:
+            entries = sorted(os.scandir(root), key=lambda e: e.name.lower())
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name in found or not entry.is_dir():
+                continue
+            if is_checkpoint_folder(Path(entry.path)):
+                found[entry.name] = Path(entry.path)
+    return found
+
+
+def model_choices() -> list[str]:
+    return list(local_checkpoints()) + [r for r in KNOWN_REPOS if r not in local_checkpoints()]
+
+
+def validate_model_choice(model) -> bool | str:
+    choices = model_choices()
+    if model in choices:
+        return True
+    return (f"Janus Model Loader: model {model!r} is not among the offered choices. Put a checkpoint folder "
+            f"(config.json, tokenizer.json, weights) in {host.models_root()}, or pick one of: {', '.join(choices)}.")
+
+
+def resolve_checkpoint(model: str, tqdm_class=None) -> Path:
+    """A choice -> its checkpoint folder (downloading a known repo id on first use)."""
+    if validate_model_choice(model) is not True:
+        raise CheckpointError(validate_model_choice(model))
+    local = local_checkpoints()
+    if model in local:
+        return local[model]
+    for root in host.model_folders():  # a known repo already downloaded under any root
+        folder = Path(root) / local_name(model)
+        if is_checkpoint_folder(folder):
+            return folder
+    return resolve_model(model, host.models_root(), tqdm_class=tqdm_class)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device in (None, "", "auto"):
+        return host.auto_device()
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError("Janus Model Loader: device 'cuda' was chosen but torch sees no CUDA GPU; pick auto or cpu.")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CheckpointError("Janus Model Loader: device 'mps' was chosen but MPS is not available; pick auto or cpu.")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype in (None, "", "auto"):
+        return host.auto_dtype(device)
+    if dtype not in _DTYPES:
+        raise CheckpointError(f"Janus Model Loader: dtype must be one of {', '.join(DTYPE_CHOICES)}; got {dtype!r}.")
+    return _DTYPES[dtype]
+
+
+def _vq_dtype(dtype: str, lm_dtype: torch.dtype, device: torch.device):
+    return lm_dtype if (dtype not in (None, "", "auto") or device.type == "cuda") else torch.float32
+
+
+def _register(obj, load_device: torch.device, offload: torch.device):
+    """Wrap a freshly loaded payload in a ModelPatcher and point the payload at its load device."""
+    patcher = host.make_patcher(obj.model, load_device, offload)
+    if patcher is not None:
+        _PATCHERS[obj] = patcher
+    if obj.device != load_device:
+        obj = dataclasses.replace(obj, device=load_device)
+        if patcher is not None:
+            _PATCHERS[obj] = patcher
+    return obj
+
+
+def patcher_of(obj):
+    return _PATCHERS.get(obj)
+
+
+def ensure_on_device(obj) -> None:
+    """Before running a model: the editor's memory manager loads it; without an editor, plain `.to(device)`."""
+    patcher = _PATCHERS.get(obj)
+    if patcher is not None:
+        host.load_to_device(patcher)
+        return
+    param = next(obj.model.parameters(), None)
+    if param is not None and param.device != obj.device:
+        obj.model.to(obj.device)
+
+
+def load_models(folder: Path, dtype: str = "auto", device: str = "auto"):
+    """(JanusLM, JanusVQ) of `folder`, one copy per (folder, dtype, device)."""
+    load_device = resolve_device(device)
+    lm_dtype = resolve_dtype(dtype, load_device)
+    vq_dtype = _vq_dtype(dtype, lm_dtype, load_device)
+    key = (str(Path(folder).resolve()), str(lm_dtype), str(load_device))
+    with _LOCK:
+        lm, vq = _LM_CACHE.get(key), _VQ_CACHE.get(key)
+        if lm is not None and vq is not None:
+            return lm, vq
+        offload = host.offload_device(load_device) if host.model_patcher_class() is not None else load_device
+        if lm is None and vq is None:
+            lm, vq = load(folder, dtype=lm_dtype, device=offload, vq_dtype=vq_dtype)
+            lm, vq = _register(lm, load_device, offload), _register(vq, load_device, offload)
+        elif lm is None:
+            lm = _register(load_generator(folder, dtype=lm_dtype, device=offload), load_device, offload)
+        else:
+            vq = _register(load_vq(folder, dtype=vq_dtype, device=offload), load_device, offload)
+        _LM_CACHE[key], _VQ_CACHE[key] = lm, vq
+        if vq.identity.fingerprint not in _PALETTES:
+            ensure_on_device(vq)
+            _PALETTES[vq.identity.fingerprint] = fit_token_palette(vq)
+        return lm, vq
+
+
+def vq_with_encoder(vq):
+    """The encoder is loaded lazily, the first time Janus VQ Encode runs on this VQ (same dtype and device)."""
+    if vq.model.encoder is not None:
+        return vq
+    with _LOCK:
+        enc = _ENCODERS.get(vq)
+        if enc is None:
+            patcher = _PATCHERS.get(vq)
+            offload = patcher.offload_device if patcher is not None else vq.device
+            enc = load_vq(vq.identity.path, dtype=vq.dtype, device=offload, with_encoder=True)
+            enc = _register(enc, vq.device, offload)
+            _ENCODERS[vq] = enc
+        return enc
+
+
+def palette_for(model: dict | None, codebook_size: int = 16384, vq=None) -> tuple[torch.Tensor, str]:
+    """(uint8 [codebook, 3] palette, kind): the fitted palette of the producing model when known, else an id palette."""
+    fp = (model or {}).get("fingerprint")
+    if fp in _PALETTES:
+        return _PALETTES[fp], "fitted"
+    if vq is not None:
+        if vq.identity.fingerprint not in _PALETTES:
+            ensure_on_device(vq)
+            _PALETTES[vq.identity.fingerprint] = fit_token_palette(vq)
+        return _PALETTES[vq.identity.fingerprint], "fitted"
+    return id_palette(codebook_size), "by id"
+
+
+def clear_caches() -> None:
+    """Forget every cached model and palette (tests)."""
+    with _LOCK:
+        _LM_CACHE.clear()
+        _VQ_CACHE.clear()
+        _PATCHERS.clear()
+        _ENCODERS.clear()
+        _PALETTES.clear()
