@@ -55,6 +55,9 @@ from benchmarks.common import (
 )
 
 SHAPES = {
+    # smoke tests only
+    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+             "intermediate_size": 128, "vocab_size": 512},
     # text vocab 512 for mini: only the prompt's embedding rows are ever read, so a small table is fine
     "mini": {"hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 8,
                  "intermediate_size": 1408, "vocab_size": 512},
@@ -305,7 +308,7 @@ def build_checkpoint(shape: str, folder: Path, dtype: str) -> Path:
     t0 = time.perf_counter()
     model = build_hf_model(text={**SHAPES[shape], **COMMON_TEXT}, vq=SMALL_VQ, seed=0)
     wdtype = getattr(torch, dtype)
-    shards = 1 if shape in ("mini", "pro1b-4L") else 8
+    shards = 1 if shape in ("tiny", "mini", "pro1b-4L") else 8
     write_checkpoint(model, folder, dtype=wdtype, shards=shards)
     del model
     gc.collect()
@@ -321,7 +324,7 @@ def first_mismatch(x: list, y: list):
     return None
 
 
-def run_shape(shape: str, args, ctx, results: list, infos: dict) -> None:
+def run_shape(shape: str, args, ctx, results: list, infos: dict, flush=None) -> None:
     contenders = ["a", "b", "c"] + (["a-compiled"] if args.compile else [])
     with tempfile.TemporaryDirectory(prefix=f"janus-bench-{shape}-") as tmp:
         folder = build_checkpoint(shape, Path(tmp) / shape, args.dtype)
@@ -362,6 +365,8 @@ def run_shape(shape: str, args, ctx, results: list, infos: dict) -> None:
                                             f"TOKEN MISMATCH [{shape} batch {batch}]: contender {other} differs from "
                                             f"a at image {mm[0]}, token {mm[1]}: {mm[3]} vs {mm[2]}")
                 results.append(summarise(shape, batch, runs, cinfo, hinfo, args))
+                if flush is not None:
+                    flush()  # results so far reach the disk even if a later shape is interrupted
         finally:
             core.close()
             hfw.close()
@@ -492,17 +497,21 @@ def main(argv=None) -> int:
     machine = machine_info(torch)
     results, infos = [], {}
     t0 = time.perf_counter()
+
+    def flush(final: bool = False) -> None:
+        md = render(results, args, infos, machine)
+        if final:
+            print("\n" + md)
+        payload = {"benchmark": "sampler", "args": dict(vars(args)), "machine": machine,
+                   "wall_s": time.perf_counter() - t0, "complete": final, "results": results, "load_info": infos}
+        write_outputs(Path(args.json), payload, md, quiet=not final)
+
     try:
         for shape in args.shapes:
-            run_shape(shape, args, ctx, results, infos)
+            run_shape(shape, args, ctx, results, infos, flush)
     finally:
         if results:
-            md = render(results, args, infos, machine)
-            print("\n" + md)
-            payload = {"benchmark": "sampler", "args": {k: v for k, v in vars(args).items()},
-                       "machine": machine, "wall_s": time.perf_counter() - t0, "results": results,
-                       "load_info": infos}
-            write_outputs(Path(args.json), payload, md)
+            flush(final=True)
     return 0
 
 

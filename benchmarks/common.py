@@ -80,9 +80,10 @@ def md_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(json_path: Path, payload: dict, markdown: str) -> None:
+def write_outputs(json_path: Path, payload: dict, markdown: str, quiet: bool = False) -> None:
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     json_path.with_suffix(".md").write_text(markdown + "\n")
-    print(f"\nwrote {json_path} and {json_path.with_suffix('.md')}")
+    if not quiet:
+        print(f"\nwrote {json_path} and {json_path.with_suffix('.md')}")

@@ -1,0 +1,17 @@
+"""Smoke test of the sampler benchmark: tiny shape, few tokens, one repeat; all contenders must agree."""
+
+import json
+
+from benchmarks.bench_sampler import main
+
+
+def test_bench_sampler_smoke(tmp_path):
+    out = tmp_path / "sampler.json"
+    assert main(["--shapes", "tiny", "--batch", "1,2", "--tokens", "4", "--repeats", "1", "--threads", "1",
+                 "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [(r["shape"], r["batch"]) for r in data["results"]] == [("tiny", 1), ("tiny", 2)]
+    for r in data["results"]:
+        assert r["tokens_identical"] and set(r["contenders"]) == {"a", "b", "c"}
+        assert r["kv_bytes"] > 0 and r["weights_bytes"] > 0 and r["contenders"]["a"]["peak_rss"] > 0
+    assert out.with_suffix(".md").read_text().startswith("## Sampler benchmark")
