@@ -155,12 +155,14 @@ def check_workflow(workflow: dict, defs: dict) -> list[str]:
             continue
         cls = defs[n["type"]]
         slots = widget_slots(cls)
+        custom = getattr(cls, "VALIDATE_INPUTS", None)
+        custom_args = set(inspect.signature(custom).parameters) if custom else set()
         values = n.get("widgets_values", [])
         if len(values) != len(slots):
             problems.append(f"node {n['id']} {n['type']}: {len(values)} widget values, definition has {len(slots)}")
             continue
         for (name, spec), value in zip(slots, values):
-            if name is None:
+            if name is None or name in custom_args:  # checked by the node's VALIDATE_INPUTS at queue time
                 continue
             err = check_value(spec, value)
             if err:
@@ -293,8 +295,12 @@ def validate_prompt(prompt: dict, defs: dict) -> tuple[list[str], dict]:
 
 
 # ----------------------------------------------------------------------------------------------- execution
-def execute(prompt: dict, defs: dict, outputs: list[str] | None = None) -> tuple[dict, dict, dict]:
-    """Run the prompt; returns (results by node id, ui by node id, validation errors)."""
+def execute(prompt: dict, defs: dict, outputs: list[str] | None = None,
+            cache: dict | None = None) -> tuple[dict, dict, dict]:
+    """Run the prompt; returns (results by node id, ui by node id, validation errors).
+
+    `cache` (kept by the caller between runs) reuses outputs of nodes whose class, constant inputs and
+    ancestors are unchanged, like the editor's default cache; output nodes always run."""
     good, errors = validate_prompt(prompt, defs)
     if outputs is not None:
         good = [o for o in good if o in outputs]
@@ -302,12 +308,24 @@ def execute(prompt: dict, defs: dict, outputs: list[str] | None = None) -> tuple
         raise RuntimeError(f"prompt has no runnable output: {errors}")
     results: dict = {}
     uis: dict = {}
+    keys: dict = {}
+
+    def signature(node_id: str) -> str:
+        if node_id not in keys:
+            node = prompt[node_id]
+            parts = {k: (signature(v[0]), v[1]) if isinstance(v, list) else v for k, v in node["inputs"].items()}
+            keys[node_id] = repr((node["class_type"], sorted(parts.items(), key=lambda kv: kv[0])))
+        return keys[node_id]
 
     def run(node_id: str):
         if node_id in results:
             return results[node_id]
         node = prompt[node_id]
         cls = defs[node["class_type"]]
+        is_output = getattr(cls, "OUTPUT_NODE", False)
+        if cache is not None and not is_output and signature(node_id) in cache:
+            results[node_id] = cache[signature(node_id)]
+            return results[node_id]
         kwargs = {}
         for name, value in node["inputs"].items():
             kwargs[name] = run(value[0])[value[1]] if isinstance(value, list) else value
@@ -321,6 +339,8 @@ def execute(prompt: dict, defs: dict, outputs: list[str] | None = None) -> tuple
                 uis[node_id] = out["ui"]
             out = out.get("result", ())
         results[node_id] = tuple(out)
+        if cache is not None and not is_output:
+            cache[signature(node_id)] = results[node_id]
         return results[node_id]
 
     with torch.inference_mode():

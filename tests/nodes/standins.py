@@ -67,7 +67,9 @@ def make_modules(base: str, rec: Recorder) -> dict[str, types.ModuleType]:
     def unload_all_models():
         rec.calls.append(("unload_all_models",))
         while mm.current_loaded_models:
-            mm.current_loaded_models.pop().detach()
+            patcher = mm.current_loaded_models.pop()
+            rec.calls.append(("detach", type(patcher.model).__name__))
+            patcher.detach()
 
     def soft_empty_cache(force=False):
         rec.calls.append(("soft_empty_cache", force))
@@ -99,7 +101,6 @@ def make_modules(base: str, rec: Recorder) -> dict[str, types.ModuleType]:
             rec.calls.append(("ModelPatcher", type(model).__name__, str(load_device), str(offload_device)))
 
         def detach(self, unpatch_all=True):
-            rec.calls.append(("detach", type(self.model).__name__))
             self.model.to(self.offload_device)
             self.model.device = self.offload_device
 

@@ -110,8 +110,11 @@ function fitText(ctx, text, maxWidth) {
 
 /** Draw one status strip under the node body: a progress fill and the text. */
 function drawStrip(ctx, node, y, status, colour) {
-  const w = Math.max(60, node.size?.[0] ?? 200);
   ctx.save();
+  ctx.font = "12px sans-serif";
+  const nodeWidth = Math.max(60, node.size?.[0] ?? 200);
+  // as wide as the node, or wider (up to 460 px) when the text needs it
+  const w = Math.max(nodeWidth, Math.min(460, ctx.measureText(status.text).width + 14));
   roundRect(ctx, 0, y, w, STRIP_H, 4);
   ctx.fillStyle = "rgba(20, 20, 24, 0.85)";
   ctx.fill();
@@ -125,7 +128,6 @@ function drawStrip(ctx, node, y, status, colour) {
     ctx.restore();
   }
   ctx.fillStyle = "#f2f2f2";
-  ctx.font = "12px sans-serif";
   ctx.textAlign = "left";
   ctx.textBaseline = "middle";
   ctx.fillText(fitText(ctx, status.text, w - 12), 6, y + STRIP_H / 2 + 0.5);
@@ -212,7 +214,8 @@ function makeButton(label, title) {
   b.textContent = label;
   b.title = title;
   Object.assign(b.style, {
-    font: "11px sans-serif", padding: "1px 6px", cursor: "pointer", borderRadius: "4px",
+    font: "11px sans-serif", padding: "1px 6px", cursor: "pointer", borderRadius: "4px", whiteSpace: "nowrap",
+    flex: "0 0 auto",
     border: "1px solid var(--border-color, #555)", background: "var(--comfy-input-bg, #222)",
     color: "var(--input-text, #ddd)",
   });
@@ -233,7 +236,7 @@ function createInspectorDom(state) {
   const label = document.createElement("span");
   Object.assign(label.style, { flex: "1 1 auto", overflow: "hidden", textOverflow: "ellipsis", whiteSpace: "nowrap" });
   const next = makeButton("\u25b6", "next image of the batch");
-  const mode = makeButton("", "colour cells by codebook vector or by token id");
+  const mode = makeButton("", "colour: by codebook vector (the model's preview palette) or by token id; click to switch");
   bar.append(prev, label, next, mode);
 
   const canvas = document.createElement("canvas");
@@ -350,7 +353,7 @@ class InspectorState {
       d.label.textContent = summaryText(this.entries, this.selected);
       d.prev.disabled = d.next.disabled = this.entries.length < 2;
       const m = e ? effectiveMode(e, this.mode) : this.mode;
-      d.mode.textContent = m === MODE_CODEBOOK ? "colour: codebook" : "colour: token id";
+      d.mode.textContent = m === MODE_CODEBOOK ? "by codebook" : "by token id";
       d.hover.textContent = this.hit ? hoverText(e, this.hit) : e ? "hover a cell for (row, col, token id)" : "";
       this.paintDom();
     }
