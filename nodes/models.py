@@ -170,7 +170,7 @@ def vq_with_encoder(vq):
             patcher = _PATCHERS.get(vq)
             offload = patcher.offload_device if patcher is not None else vq.device
             enc = load_vq(vq.identity.path, dtype=vq.dtype, device=offload, with_encoder=True)
-            enc = _register(enc, vq.device, offload)
+            enc = _register(dataclasses.replace(enc, identity=vq.identity), vq.device, offload)
             _ENCODERS[vq] = enc
         return enc
 
