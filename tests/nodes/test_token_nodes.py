@@ -76,7 +76,7 @@ def test_load_refuses_foreign_safetensors(editor):
 
 def test_token_map_and_info(editor, tiny_models):
     core, nodes = editor.pack.janus_core, editor.nodes
-    lm, vq = tiny_models
+    _, vq = tiny_models
     toks = _tokens(core)
     out = nodes.JanusARTokenMap().render(toks)  # unknown model: colours by id
     image = out["result"][0]
