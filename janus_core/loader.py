@@ -7,6 +7,7 @@ and the understanding tower are never read; the VQ encoder only with `with_encod
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -58,6 +59,22 @@ def resolve_vq_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dt
     return resolve_dtype(dtype, device)
 
 
+@contextmanager
+def _bare_modules():
+    """Build modules on the meta device without running their random init: the weights are read right after,
+    and meta-device init kernels would pull in torch's compiler stack (seconds and ~70 MB) for nothing."""
+    classes = (nn.Linear, nn.Embedding, nn.Conv2d)
+    saved = {cls: cls.reset_parameters for cls in classes}
+    for cls in classes:
+        cls.reset_parameters = lambda self: None
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        for cls, fn in saved.items():
+            cls.reset_parameters = fn
+
+
 def _fill(module: nn.Module, reader: WeightReader, sources: dict[str, tuple[str, ...]], device, dtype,
           progress: LoadProgress | None) -> None:
     """Read every parameter of a meta-device `module` from its source keys, casting as we go, then assign."""
@@ -83,10 +100,8 @@ def _fill(module: nn.Module, reader: WeightReader, sources: dict[str, tuple[str,
         dest = torch.empty(meta.shape, dtype=dtype, device=device)
         offset = 0
         for key, shape in zip(keys, parts):
-            src = reader.read(key)
-            dest[offset : offset + shape[0]].copy_(src)
+            reader.copy_into(key, dest[offset : offset + shape[0]])
             offset += shape[0]
-            del src
         state[name] = dest
         if progress is not None:
             progress(n + 1, len(params))
@@ -121,7 +136,7 @@ def _expected_keys(layout: str, lm_layers: int, reader: WeightReader) -> set[str
     expected = {k for keys in generator_sources(layout, lm_layers).values() for k in keys}
     names, shapes = _expected_vq_keys(layout, reader)
     try:
-        with torch.device("meta"):
+        with _bare_modules():
             vq = VQModel(shapes, with_encoder="encoder.conv_in.weight" in shapes)
     except KeyError as exc:
         raise CheckpointError(f"{reader.folder}: VQ tensor {exc.args[0]!r} missing.") from exc
@@ -144,7 +159,7 @@ def load_generator(folder: str | Path, dtype="auto", device="auto", prompt_forma
     if embed_key not in reader.shapes:
         raise CheckpointError(f"{folder}: missing tensor {embed_key!r}; this checkpoint has no image generation head.")
     image_vocab, image_embed_dim = reader.shapes[embed_key]
-    with torch.device("meta"):
+    with _bare_modules():
         model = JanusGenerator(ckpt.lm, image_vocab, image_embed_dim)
     _fill(model, reader, sources, device, dtype, progress)
     if prompt_format in (None, "", "auto"):
@@ -168,7 +183,7 @@ def load_vq(folder: str | Path, dtype="auto", device="auto", with_encoder: bool 
     if with_encoder and "encoder.conv_in.weight" not in shapes:
         raise CheckpointError(f"{folder}: this checkpoint has no VQ encoder tensors; it can decode but not encode.")
     try:
-        with torch.device("meta"):
+        with _bare_modules():
             vq = VQModel(shapes, with_encoder=with_encoder)
     except KeyError as exc:
         raise CheckpointError(f"{folder}: VQ tensor {exc.args[0]!r} missing.") from exc

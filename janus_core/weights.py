@@ -15,7 +15,6 @@ import pickle
 import re
 import struct
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,11 +36,7 @@ WEIGHT_FILE_PATTERNS = (
 )
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    file: Path
-    shape: tuple[int, ...]
-
+CHUNK_BYTES = 16 << 20
 
 class _SafetensorsFile:
     def __init__(self, path: Path):
@@ -57,6 +52,7 @@ class _SafetensorsFile:
             raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); the download is probably "
                                   "truncated or corrupt, delete and re-download it.") from exc
         self.data_start = 8 + n
+        self._staging = None
         self.entries = {}
         for key, meta in header.items():
             if key == "__metadata__":
@@ -70,15 +66,33 @@ class _SafetensorsFile:
             self.entries[key] = (tuple(meta["shape"]), _ST_DTYPES[meta["dtype"]], begin, end)
 
     def read(self, key: str) -> torch.Tensor:
-        shape, dtype, begin, end = self.entries[key]
+        shape, dtype, _, _ = self.entries[key]
         out = torch.empty(shape, dtype=dtype)
-        buf = out.view(-1).view(torch.uint8).numpy() if out.numel() else None
-        if buf is not None:
-            with open(self.path, "rb") as f:
-                f.seek(self.data_start + begin)
-                if f.readinto(buf) != end - begin:
-                    raise CheckpointError(f"{self.path}: short read for {key!r}; the file is truncated.")
+        self.copy_into(key, out)
         return out
+
+    def copy_into(self, key: str, dest: torch.Tensor) -> None:
+        """Copy (and cast) tensor `key` into `dest` in row blocks of at most CHUNK_BYTES, so reading a large
+        tensor needs only one small staging buffer on top of what is kept."""
+        shape, dtype, begin, end = self.entries[key]
+        if not dest.numel():
+            return
+        shape = shape or (1,)
+        dest = dest.view(shape)
+        row_bytes = (end - begin) // shape[0]
+        rows_per_chunk = max(1, CHUNK_BYTES // max(row_bytes, 1))
+        need = min(rows_per_chunk, shape[0]) * row_bytes
+        if self._staging is None or self._staging.numel() < need:
+            # one reused buffer: a fresh one per block would fragment the heap and inflate resident memory
+            self._staging = torch.empty(need, dtype=torch.uint8)
+        with open(self.path, "rb") as f:
+            f.seek(self.data_start + begin)
+            for r0 in range(0, shape[0], rows_per_chunk):
+                rows = min(rows_per_chunk, shape[0] - r0)
+                raw = self._staging[: rows * row_bytes]
+                if f.readinto(raw.numpy()) != rows * row_bytes:
+                    raise CheckpointError(f"{self.path}: short read for {key!r}; the file is truncated.")
+                dest[r0 : r0 + rows].copy_(raw.view(dtype).view(rows, *shape[1:]))
 
 
 class _PickleFile:
@@ -107,6 +121,9 @@ class _PickleFile:
 
     def read(self, key: str) -> torch.Tensor:
         return self.sd[key]
+
+    def copy_into(self, key: str, dest: torch.Tensor) -> None:
+        dest.copy_(self.sd[key])
 
 
 def find_weight_files(folder: Path) -> list[Path]:
@@ -152,6 +169,10 @@ class WeightReader:
 
     def read(self, key: str) -> torch.Tensor:
         return self._by_key[key].read(key)
+
+    def copy_into(self, key: str, dest: torch.Tensor) -> None:
+        """Cast-copy tensor `key` into `dest` (same shape) without materialising it whole in the file dtype."""
+        self._by_key[key].copy_into(key, dest)
 
     def close(self) -> None:
         self._by_key.clear()

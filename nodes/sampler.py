@@ -24,6 +24,7 @@ PROGRESS_EVERY = 4  # tokens per progress update (each update is also a cancel p
 PREVIEW_EVERY = GRID  # one preview per row of 24 tokens at most ...
 PREVIEW_MIN_INTERVAL_S = 0.25  # ... and at most four per second
 PREVIEW_MAX_SIZE = 512
+PREVIEW_SIZE = 384  # 16 px per token, like the decoded image
 
 
 def mask_to_regenerate(mask: torch.Tensor) -> torch.Tensor:
@@ -64,8 +65,8 @@ class _Progress:
         t0 = self.clock()
         from PIL import Image
 
-        grid = token_preview(self.palette, so_far[:1])[0]
-        image = Image.fromarray(grid.numpy(), mode="RGB")
+        grid = token_preview(self.palette, so_far[:1], upscale=1)[0]  # 24x24; PIL upscales far faster than torch
+        image = Image.fromarray(grid.numpy()).resize((PREVIEW_SIZE, PREVIEW_SIZE), Image.NEAREST)
         self.preview_seconds += self.clock() - t0
         self.previews += 1
         return ("JPEG", image, PREVIEW_MAX_SIZE)

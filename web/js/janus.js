@@ -351,6 +351,7 @@ class InspectorState {
     if (d) {
       const e = this.entry;
       d.label.textContent = summaryText(this.entries, this.selected);
+      d.label.title = d.label.textContent; // attribute, not HTML
       d.prev.disabled = d.next.disabled = this.entries.length < 2;
       const m = e ? effectiveMode(e, this.mode) : this.mode;
       d.mode.textContent = m === MODE_CODEBOOK ? "by codebook" : "by token id";
