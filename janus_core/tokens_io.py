@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
-from safetensors.torch import load_file, save_file
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from .errors import PayloadError
 from .payloads import JanusTokens
@@ -34,7 +33,7 @@ def load_tokens(path: str | Path) -> JanusTokens:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except Exception as exc:  # safetensors raises its own error types across versions
         raise PayloadError(f"{path}: not a readable safetensors file ({exc}).") from exc
     if "tokens" not in tensors:
         raise PayloadError(f"{path}: no tensor named 'tokens' (found: {', '.join(tensors) or 'none'}).")

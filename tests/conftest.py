@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub (set before anything imports huggingface_hub)
+
 import pytest
 import torch
 
@@ -15,7 +17,6 @@ if str(ROOT) not in sys.path:
 
 from tests.tiny_checkpoint import build_hf_model, write_checkpoint  # noqa: E402
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

@@ -1,0 +1,77 @@
+"""`python -m janus_core` end to end on the tiny checkpoint."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from janus_core import load, prepare_cond, sample_tokens
+from janus_core.tokens_io import load_tokens
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, ok=True):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "janus_core", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_generate_decode_encode(tiny_ckpt, tmp_path):
+    out = tmp_path / "gen"
+    run_cli("generate", "--model", tiny_ckpt, "--prompt", "a red chair", "--seed", 3, "--batch-size", 2,
+            "--cfg", 4.5, "--top-k", 100, "--device", "cpu", "--output", out, "--save-tokens")
+    pngs = sorted(out.glob("*.png"))
+    assert [p.name for p in pngs] == ["00000.png", "00001.png"]
+    with Image.open(pngs[1]) as im:
+        assert im.size == (384, 384)
+        assert im.text["prompt"] == "a red chair" and im.text["seed"] == "4"
+        assert json.loads(im.text["settings"])["cfg"] == 4.5
+        generated = np.asarray(im.convert("RGB"))
+    tokens = load_tokens(out / "tokens.safetensors")
+    assert tokens.tokens.shape == (2, 24, 24) and tokens.tokens.dtype == torch.int64 and tokens.seeds == [3, 4]
+    lm, _ = load(tiny_ckpt, dtype="float32", device="cpu")
+    same = sample_tokens(lm, prepare_cond(lm, "a red chair"), seed=3, batch_size=2, cfg=4.5, top_k=100)
+    assert torch.equal(tokens.tokens, same.tokens)
+
+    dec = tmp_path / "dec"
+    run_cli("decode", "--model", tiny_ckpt, "--tokens", out / "tokens.safetensors", "--device", "cpu", "--output", dec)
+    with Image.open(dec / "00001.png") as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), generated)
+
+    enc = tmp_path / "enc.safetensors"
+    run_cli("encode", "--model", tiny_ckpt, "--image", pngs[0], pngs[1], "--device", "cpu", "--output", enc)
+    assert load_tokens(enc).tokens.shape == (2, 24, 24)
+
+
+def test_convert_bin_to_safetensors(make_checkpoint, tmp_path):
+    src = make_checkpoint("original", "bin", 2)
+    dst = tmp_path / "converted"
+    run_cli("convert", "--model", src, "--output", dst)
+    assert sorted(p.name for p in dst.glob("*.safetensors")) == ["model-00001-of-00002.safetensors",
+                                                                 "model-00002-of-00002.safetensors"]
+    assert (dst / "model.safetensors.index.json").is_file() and (dst / "tokenizer.json").is_file()
+    assert not list(dst.glob("*.bin*"))
+    a, _ = load(src, dtype="float32", device="cpu")
+    b, _ = load(dst, dtype="float32", device="cpu")
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k])
+    again = run_cli("convert", "--model", src, "--output", dst, ok=False)
+    assert again.returncode == 2 and "not empty" in again.stderr
+
+
+@pytest.mark.parametrize("model,message", [("/nonexistent/folder", "neither a checkpoint folder nor a known repo id"),
+                                           ("deepseek-ai/Janus-Pro-1B", "Could not download deepseek-ai/Janus-Pro-1B")])
+def test_bad_model_argument(tmp_path, model, message):
+    proc = run_cli("generate", "--model", model, "--models-dir", tmp_path, "--prompt", "x", "--output", tmp_path / "o",
+                   ok=False)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
