@@ -111,9 +111,7 @@ def build_ui(graph: dict, defs: dict) -> dict:
     return {"last_node_id": max(nodes), "last_link_id": len(links), "nodes": [nodes[n] for n in sorted(nodes)],
             "links": links, "groups": [], "config": {},
             "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
-            "models": [{"name": "Janus-Pro-1B", "url": "https://huggingface.co/deepseek-ai/Janus-Pro-1B",
-                        "directory": "Janus-Pro"}],
-            "version": 0.4}
+            "version": 0.4}  # no "models" list: the editor's missing-model check only knows single files
 
 
 def main(argv: list[str]) -> None:
