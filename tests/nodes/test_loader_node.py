@@ -136,3 +136,21 @@ def test_without_editor_no_patcher_and_plain_device(pack, tiny_ckpt, monkeypatch
     assert models.patcher_of(lm) is None
     models.ensure_on_device(lm)  # plain .to(device): nothing to do on the CPU, and no editor call
     assert next(lm.model.parameters()).device == lm.device
+
+
+def test_half_downloaded_repo_is_resumed_not_used(editor, monkeypatch):
+    models = editor.nodes.models
+    dest = editor.base / "models" / "Janus-Pro" / "Janus-Pro-7B"
+    _mkckpt(dest)
+    (dest / "model.safetensors").unlink()
+    (dest / "model-00001-of-00002.safetensors").write_bytes(b"")
+    (dest / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    assert not models.is_checkpoint_folder(dest)
+    assert "Janus-Pro-7B" not in models.model_choices()
+    calls = []
+    monkeypatch.setattr(models, "download", lambda repo, where, tqdm_class=None: calls.append((repo, where)) or where)
+    assert models.resolve_checkpoint("deepseek-ai/Janus-Pro-7B") == dest
+    assert calls == [("deepseek-ai/Janus-Pro-7B", dest)]
+    (dest / "model-00002-of-00002.safetensors").write_bytes(b"")
+    assert models.is_checkpoint_folder(dest) and "Janus-Pro-7B" in models.model_choices()
