@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from . import events, host, models
 
 
@@ -59,6 +61,15 @@ class JanusARLoader:
     @classmethod
     def VALIDATE_INPUTS(cls, model):
         return models.validate_model_choice(model)
+
+    @classmethod
+    def IS_CHANGED(cls, model, dtype="auto", device="auto"):
+        """Re-run when the chosen folder's files change (a replaced or completed checkpoint)."""
+        folder = models.local_checkpoints().get(model)
+        if folder is None and model in models.KNOWN_REPOS:
+            folder = next((p for p in (Path(r) / models.local_name(model) for r in host.model_folders())
+                           if p.is_dir()), None)
+        return models.folder_signature(folder) if folder is not None else ""
 
     def load(self, model, dtype="auto", device="auto", unique_id=None):
         folder = models.resolve_checkpoint(model, tqdm_class=download_tqdm(unique_id))

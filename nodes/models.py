@@ -147,12 +147,21 @@ def ensure_on_device(obj) -> None:
         obj.model.to(obj.device)
 
 
+def folder_signature(folder: Path) -> str:
+    """Names, sizes and modification times of a checkpoint folder's files: changes when its files are replaced."""
+    try:
+        entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_file())
+    except OSError:
+        return ""
+    return repr(entries)
+
+
 def load_models(folder: Path, dtype: str = "auto", device: str = "auto"):
-    """(JanusLM, JanusVQ) of `folder`, one copy per (folder, dtype, device)."""
+    """(JanusLM, JanusVQ) of `folder`, one copy per (folder and its files, dtype, device)."""
     load_device = resolve_device(device)
     lm_dtype = resolve_dtype(dtype, load_device)
     vq_dtype = _vq_dtype(dtype, lm_dtype, load_device)
-    key = (str(Path(folder).resolve()), str(lm_dtype), str(load_device))
+    key = (str(Path(folder).resolve()), folder_signature(Path(folder)), str(lm_dtype), str(load_device))
     with _LOCK:
         lm, vq = _LM_CACHE.get(key), _VQ_CACHE.get(key)
         if lm is not None and vq is not None:

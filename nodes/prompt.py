@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..janus_core import prepare_cond
-from .errors import for_input
+from .errors import for_input, input_error
 
 
 class JanusARPrompt:
@@ -31,5 +31,8 @@ class JanusARPrompt:
         }
 
     def encode(self, lm, prompt, negative_prompt=""):
+        if not hasattr(lm, "tokenizer") or not hasattr(lm, "identity"):
+            raise input_error("Janus Prompt", "lm", f"expected JANUS_LM from Janus Model Loader, got "
+                                                    f"{type(lm).__name__}.")
         with for_input("Janus Prompt", "lm"):
             return (prepare_cond(lm, prompt, negative_prompt or ""),)

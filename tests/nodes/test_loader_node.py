@@ -154,3 +154,14 @@ def test_half_downloaded_repo_is_resumed_not_used(editor, monkeypatch):
     assert calls == [("deepseek-ai/Janus-Pro-7B", dest)]
     (dest / "model-00002-of-00002.safetensors").write_bytes(b"")
     assert models.is_checkpoint_folder(dest) and "Janus-Pro-7B" in models.model_choices()
+
+
+def test_is_changed_follows_the_folder_files(editor):
+    loader = editor.nodes.JanusARLoader
+    root = editor.base / "models" / "Janus-Pro"
+    _mkckpt(root / "Mine")
+    first = loader.IS_CHANGED(model="Mine")
+    assert first and loader.IS_CHANGED(model="Mine") == first
+    (root / "Mine" / "model.safetensors").write_bytes(b"new weights")
+    assert loader.IS_CHANGED(model="Mine") != first
+    assert loader.IS_CHANGED(model="deepseek-ai/Janus-Pro-7B") == ""  # not downloaded yet
