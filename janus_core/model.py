@@ -86,9 +86,9 @@ class Attention(nn.Module):
             k_cache[:, :, pos : pos + t] = k
             v_cache[:, :, pos : pos + t] = v
             keys, values = k_cache[:, :, : pos + t], v_cache[:, :, : pos + t]
-        else:  # tensor position: fixed shapes, so the step can be captured as one graph
-            k_cache.index_copy_(2, pos.view(1), k)
-            v_cache.index_copy_(2, pos.view(1), v)
+        else:  # tensor position [1]: fixed shapes, so the step can be captured as one graph
+            k_cache.index_copy_(2, pos, k)
+            v_cache.index_copy_(2, pos, v)
             keys, values = k_cache, v_cache
         out = F.scaled_dot_product_attention(
             q, keys, values, attn_mask=mask, enable_gqa=cfg.num_kv_heads != cfg.num_heads

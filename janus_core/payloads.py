@@ -42,6 +42,7 @@ class JanusLM:
     identity: ModelIdentity
     device: torch.device
     dtype: torch.dtype
+    static_decoders: dict = field(default_factory=dict, repr=False)  # compiled steps (sampler, compile=True)
 
 
 @dataclass(eq=False)

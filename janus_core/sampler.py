@@ -118,12 +118,18 @@ def sample_tokens(
         eye = torch.eye(prompt_len, dtype=torch.bool, device=device)  # pad queries see themselves: no NaN rows
         prefill_mask = (causal & (key_valid[:, None, :prompt_len] | eye))[:, None]
 
-    cache = KVCache(cfg_lm, rows, max_len, device, lm.dtype)
+    decoder = None
+    if compile:
+        decoder = static_decoder(lm, rows, max_len)
+        cos, sin, key_valid = decoder.prepare(cos, sin, key_valid, prompt_len)
+        cache = decoder.cache
+    else:
+        cache = KVCache(cfg_lm, rows, max_len, device, lm.dtype)
     seeds = [(seed + i) % SEED_MOD for i in range(batch_size)]
     gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
     noise = torch.empty((batch_size, model.image_vocab), dtype=torch.float32, device=device)
     out = torch.empty((batch_size, NUM_IMAGE_TOKENS), dtype=torch.long, device=device)
-    step_fn = _static_step(lm, cache, cos, sin, key_valid) if compile else None
+    ok = False
     try:
         hidden = model.forward_hidden(model.embed_tokens(ids), cos[:, :, :prompt_len], sin[:, :, :prompt_len],
                                       cache, 0, prefill_mask)[:, -1]
@@ -145,13 +151,17 @@ def sample_tokens(
                 break  # the last token's embedding is never used
             x = model.image_token_embeds(token.repeat(2))[:, None]  # same token for the cond and uncond row
             pos = prompt_len + i
-            if step_fn is not None:
-                hidden = step_fn(x, torch.tensor(pos, device=device))
+            if decoder is not None:
+                hidden = decoder.step(x, pos)
             else:
                 mask = None if key_valid is None else key_valid[:, None, None, : pos + 1]
                 hidden = model.forward_hidden(x, cos[:, :, pos : pos + 1], sin[:, :, pos : pos + 1], cache, pos, mask)[:, -1]
+        ok = True
     finally:
-        cache.release()  # a cancel or an error leaves no cache alive (the traceback still holds this frame)
+        if decoder is None:
+            cache.release()  # a cancel or an error leaves no cache alive (the traceback still holds this frame)
+        elif not ok:
+            drop_static_decoders(lm)
         del cache
     return JanusTokens(
         tokens=out.view(batch_size, GRID, GRID).cpu(),
@@ -163,18 +173,62 @@ def sample_tokens(
     )
 
 
-def _static_step(lm: JanusLM, cache: KVCache, cos, sin, key_valid):
-    """A decode step with fixed shapes (attention over the whole cache, masked), compiled with torch.compile.
-    On CUDA it uses mode="reduce-overhead" (CUDA graphs)."""
-    model = lm.model
-    arange = torch.arange(cache.max_len, device=lm.device)
+STATIC_BUCKET = 64  # cache lengths are rounded up to this, so prompts of similar length share one compiled step
 
-    def step(x, pos):
-        mask = arange <= pos
-        mask = mask[None, None, None] if key_valid is None else (mask[None] & key_valid)[:, None, None]
-        c = cos.index_select(2, pos.view(1))
-        s = sin.index_select(2, pos.view(1))
-        return model.forward_hidden(x, c, s, cache, pos, mask)[:, -1]
 
-    mode = "reduce-overhead" if lm.device.type == "cuda" else None
-    return torch.compile(step, mode=mode, fullgraph=False, dynamic=False)
+class StaticDecoder:
+    """The per-token step with fixed shapes, compiled once per (rows, cache length) and reused across calls.
+
+    Attention runs over the whole cache with a mask, the position lives in a device tensor updated in place,
+    and the cache and tables are tensors with fixed addresses, so on CUDA the step is captured as a CUDA
+    graph (`mode="reduce-overhead"`). It owns its KV cache for as long as it is kept on the JanusLM
+    (`drop_static_decoders(lm)` frees it; a cancelled or failed run drops it too).
+    """
+
+    def __init__(self, lm: JanusLM, rows: int, max_len: int):
+        cfg, device, dtype = lm.model.cfg, lm.device, lm.dtype
+        self.model = lm.model
+        self.cache = KVCache(cfg, rows, max_len, device, dtype)
+        self.cos = torch.zeros((rows, 1, max_len, cfg.head_dim), device=device, dtype=dtype)
+        self.sin = torch.zeros_like(self.cos)
+        self.key_valid = torch.ones((rows, max_len), device=device, dtype=torch.bool)
+        self.positions = torch.arange(max_len, device=device)
+        self.pos = torch.zeros((1,), device=device, dtype=torch.long)
+        for t in (*self.cache.k, *self.cache.v, self.cos, self.sin, self.key_valid, self.positions, self.pos):
+            torch._dynamo.mark_static_address(t)
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        self._compiled = torch.compile(self._step, mode=mode, fullgraph=True, dynamic=False)
+
+    def prepare(self, cos, sin, key_valid, prompt_len: int):
+        """Load this call's rotary tables and padding mask into the fixed buffers; returns them."""
+        n = cos.shape[2]
+        self.cos[:, :, :n].copy_(cos.expand(self.cos.shape[0], -1, -1, -1))
+        self.sin[:, :, :n].copy_(sin.expand(self.sin.shape[0], -1, -1, -1))
+        self.key_valid.fill_(True)
+        if key_valid is not None:
+            self.key_valid[:, : key_valid.shape[1]].copy_(key_valid)
+        return self.cos, self.sin, (None if key_valid is None else self.key_valid[:, :n])
+
+    def _step(self, x):
+        mask = ((self.positions <= self.pos) & self.key_valid)[:, None, None]
+        cos, sin = self.cos.index_select(2, self.pos), self.sin.index_select(2, self.pos)
+        return self.model.forward_hidden(x, cos, sin, self.cache, self.pos, mask)[:, -1]
+
+    def step(self, x, pos: int):
+        self.pos.copy_(self.positions[pos])  # device-side copy: no host sync
+        return self._compiled(x).clone()  # graph outputs are overwritten by the next replay
+
+
+def static_decoder(lm: JanusLM, rows: int, max_len: int) -> StaticDecoder:
+    length = -(-max_len // STATIC_BUCKET) * STATIC_BUCKET
+    key = (rows, length)
+    if key not in lm.static_decoders:
+        lm.static_decoders[key] = StaticDecoder(lm, rows, length)
+    return lm.static_decoders[key]
+
+
+def drop_static_decoders(lm: JanusLM) -> None:
+    """Free the compiled steps and their KV caches kept on `lm`."""
+    for dec in lm.static_decoders.values():
+        dec.cache.release()
+    lm.static_decoders.clear()
