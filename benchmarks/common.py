@@ -71,7 +71,23 @@ def machine_info(torch) -> dict:
         pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+    info.update(git_info())
     return info
+
+
+def git_info() -> dict:
+    """The commit benchmarked and whether janus_core differs from it in the working tree."""
+    import subprocess
+
+    def git(*a):
+        return subprocess.run(["git", "-C", str(ROOT), *a], check=False, capture_output=True, text=True, timeout=30)
+
+    try:
+        head = git("rev-parse", "--short", "HEAD").stdout.strip()
+        dirty = git("diff", "--quiet", "HEAD", "--", "janus_core").returncode != 0
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"git_head": head, "janus_core_dirty": dirty}
 
 
 def md_table(headers: list[str], rows: list[list]) -> str:

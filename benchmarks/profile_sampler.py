@@ -26,9 +26,18 @@ from benchmarks.bench_sampler import COMMON_TEXT, SHAPES, SMALL_VQ, _set_core_to
 from benchmarks.common import RESULTS
 
 
-def timeit(fn, n: int = 50) -> float:
-    """Median ms of fn() over n calls (after 5 warm-up calls)."""
-    for _ in range(5):
+class Tee(io.StringIO):
+    """Collects what is printed and echoes it to the real stdout at once (partial results survive a kill)."""
+
+    def write(self, s):
+        sys.__stdout__.write(s)
+        sys.__stdout__.flush()
+        return super().write(s)
+
+
+def timeit(fn, n: int = 20) -> float:
+    """Median ms of fn() over n calls (after 3 warm-up calls)."""
+    for _ in range(3):
         fn()
     ts = []
     for _ in range(n):
@@ -75,7 +84,7 @@ def main(argv=None) -> int:
     cond = prepare_cond(lm, "a photo of a cat sitting on a red chair")
     _set_core_tokens(args.tokens)
     n, b = args.tokens, args.batch
-    buf = io.StringIO()
+    buf = Tee()
     with redirect_stdout(buf):
         print(f"# profile: {args.shape}, batch {b}, {n} tokens, threads {torch.get_num_threads()}, "
               f"torch {torch.__version__}\n")
@@ -127,7 +136,6 @@ def main(argv=None) -> int:
         print(f"RMSNorm [{rows},1,{model.cfg.hidden_size}]: {timeit(lambda: model.norm(x)):.3f} ms "
               f"(x {2 * model.cfg.num_layers + 1} per step)")
     text = buf.getvalue()
-    print(text)
     out = RESULTS / f"profile_{args.shape}_b{b}_t{args.threads}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
