@@ -47,6 +47,7 @@ def test_examples_exist_with_thumbnails_and_api_copies():
     assert NAMES == ["masked_regeneration", "save_reload_tokens", "text_to_image"]
     for name in NAMES:
         assert (EXAMPLES / f"{name}.png").is_file(), name
+        assert (EXAMPLES / f"{name}.jpg").is_file(), name  # what the editor's template browser shows
         assert (EXAMPLES / "api" / f"{name}.json").is_file(), name
 
 

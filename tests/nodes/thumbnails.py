@@ -1,4 +1,4 @@
-"""Renders each example workflow's graph to a same-named .png thumbnail (nodes, widget values, typed links),
+"""Renders each example workflow's graph to same-named .png and .jpg thumbnails (nodes, widget values, typed links),
 from the workflow JSON itself, so the picture always matches the file. Used by build_examples --thumbs."""
 
 from __future__ import annotations
@@ -113,5 +113,6 @@ def render_all(folder: Path) -> list[Path]:
         img = render(json.loads(path.read_text()))
         out = path.with_suffix(".png")
         img.save(out, optimize=True)
-        written.append(out)
+        img.save(path.with_suffix(".jpg"), quality=85, optimize=True)  # the editor's template browser asks for .jpg
+        written += [out, path.with_suffix(".jpg")]
     return written
