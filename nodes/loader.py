@@ -63,7 +63,7 @@ class JanusARLoader:
         return models.validate_model_choice(model)
 
     @classmethod
-    def IS_CHANGED(cls, model, dtype="auto", device="auto"):
+    def IS_CHANGED(cls, model, dtype="auto", device="auto", **_hidden):  # the editor passes unique_id too
         """Re-run when the chosen folder's files change (a replaced or completed checkpoint)."""
         folder = models.local_checkpoints().get(model)
         if folder is None and model in models.KNOWN_REPOS:

@@ -236,7 +236,7 @@ class JanusARLoadTokens:
         return True
 
     @classmethod
-    def IS_CHANGED(cls, file):
+    def IS_CHANGED(cls, file, **_hidden):
         try:
             st = os.stat(resolve_token_file(file))
         except Exception:  # noqa: BLE001 - unreadable: always re-run (validation reports the error)

@@ -10,6 +10,7 @@ under torch.inference_mode(); a node returns a tuple or {"ui": ..., "result": ..
 from __future__ import annotations
 
 import inspect
+import math
 import os
 
 import numpy as np
@@ -295,12 +296,29 @@ def validate_prompt(prompt: dict, defs: dict) -> tuple[list[str], dict]:
 
 
 # ----------------------------------------------------------------------------------------------- execution
-def execute(prompt: dict, defs: dict, outputs: list[str] | None = None,
-            cache: dict | None = None) -> tuple[dict, dict, dict]:
+def _hidden_values(cls, node_id: str) -> dict:
+    return {name: node_id for name, kind in cls.INPUT_TYPES().get("hidden", {}).items() if kind == "UNIQUE_ID"}
+
+
+def is_changed(cls, node: dict, node_id: str):
+    """IS_CHANGED as the editor calls it: every constant input plus the hidden ones; an exception -> NaN."""
+    fn = getattr(cls, "IS_CHANGED", None)
+    if fn is None:
+        return False
+    kwargs = {k: v for k, v in node["inputs"].items() if not isinstance(v, list)}
+    try:
+        return fn(**kwargs, **_hidden_values(cls, node_id))
+    except Exception:  # noqa: BLE001 - the editor logs a warning and re-runs the node every time
+        return float("nan")
+
+
+def execute(prompt: dict, defs: dict, outputs: list[str] | None = None, cache: dict | None = None,
+            executed: list | None = None) -> tuple[dict, dict, dict]:
     """Run the prompt; returns (results by node id, ui by node id, validation errors).
 
-    `cache` (kept by the caller between runs) reuses outputs of nodes whose class, constant inputs and
-    ancestors are unchanged, like the editor's default cache; output nodes always run."""
+    `cache` (kept by the caller between runs) reuses outputs of nodes whose class, constant inputs, IS_CHANGED
+    value and ancestors are unchanged, like the editor's default cache (output nodes too). A NaN from
+    IS_CHANGED never matches. `executed` collects the ids of the nodes that really ran."""
     good, errors = validate_prompt(prompt, defs)
     if outputs is not None:
         good = [o for o in good if o in outputs]
@@ -314,7 +332,10 @@ def execute(prompt: dict, defs: dict, outputs: list[str] | None = None,
         if node_id not in keys:
             node = prompt[node_id]
             parts = {k: (signature(v[0]), v[1]) if isinstance(v, list) else v for k, v in node["inputs"].items()}
-            keys[node_id] = repr((node["class_type"], sorted(parts.items(), key=lambda kv: kv[0])))
+            changed = is_changed(defs[node["class_type"]], node, node_id)
+            if isinstance(changed, float) and math.isnan(changed):
+                changed = object()  # unique: never equal to an earlier run's key
+            keys[node_id] = repr((node["class_type"], changed, sorted(parts.items(), key=lambda kv: kv[0])))
         return keys[node_id]
 
     def run(node_id: str):
@@ -322,25 +343,25 @@ def execute(prompt: dict, defs: dict, outputs: list[str] | None = None,
             return results[node_id]
         node = prompt[node_id]
         cls = defs[node["class_type"]]
-        is_output = getattr(cls, "OUTPUT_NODE", False)
-        if cache is not None and not is_output and signature(node_id) in cache:
-            results[node_id] = cache[signature(node_id)]
+        if cache is not None and signature(node_id) in cache:
+            results[node_id], ui = cache[signature(node_id)]
+            if ui is not None:
+                uis[node_id] = ui
             return results[node_id]
         kwargs = {}
         for name, value in node["inputs"].items():
             kwargs[name] = run(value[0])[value[1]] if isinstance(value, list) else value
-        hidden = cls.INPUT_TYPES().get("hidden", {})
-        for name, kind in hidden.items():
-            if kind == "UNIQUE_ID":
-                kwargs[name] = node_id
+        kwargs.update(_hidden_values(cls, node_id))
+        if executed is not None:
+            executed.append(node_id)
         out = getattr(cls(), cls.FUNCTION)(**kwargs)
         if isinstance(out, dict):
             if "ui" in out:
                 uis[node_id] = out["ui"]
             out = out.get("result", ())
         results[node_id] = tuple(out)
-        if cache is not None and not is_output:
-            cache[signature(node_id)] = results[node_id]
+        if cache is not None:
+            cache[signature(node_id)] = (results[node_id], uis.get(node_id))
         return results[node_id]
 
     with torch.inference_mode():

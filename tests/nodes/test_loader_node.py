@@ -161,7 +161,7 @@ def test_is_changed_follows_the_folder_files(editor):
     root = editor.base / "models" / "Janus-Pro"
     _mkckpt(root / "Mine")
     first = loader.IS_CHANGED(model="Mine")
-    assert first and loader.IS_CHANGED(model="Mine") == first
+    assert first and loader.IS_CHANGED(model="Mine", dtype="auto", device="auto", unique_id="1") == first
     (root / "Mine" / "model.safetensors").write_bytes(b"new weights")
     assert loader.IS_CHANGED(model="Mine") != first
     assert loader.IS_CHANGED(model="deepseek-ai/Janus-Pro-7B") == ""  # not downloaded yet

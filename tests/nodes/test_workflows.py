@@ -100,12 +100,15 @@ def test_save_reload_tokens(workflow_env, node_defs):
     cache: dict = {}
     # first queue: the token file does not exist yet, so only the save branch validates and runs (as in the editor)
     results, uis, errors = execute(prompt, node_defs, cache=cache)
+    sampled = results["3"][0]
     assert set(errors) == {"5"} and "does not exist" in errors["5"][0]
     assert uis["4"]["janus_tokens_files"][0]["filename"] == "example_tokens_00001_.safetensors"
-    # second queue: everything runs; the reloaded tokens are the sampled ones, with their metadata
-    results, uis, errors = execute(prompt, node_defs, cache=cache)
+    # second queue: the load branch runs; loader, prompt, sampler and save come from the cache (IS_CHANGED holds)
+    ran: list = []
+    results, uis, errors = execute(prompt, node_defs, cache=cache, executed=ran)
     assert errors == {}
-    sampled, reloaded = results["3"][0], results["5"][0]
+    assert sorted(ran) == ["5", "6", "7", "8"]
+    reloaded = results["5"][0]
     assert torch.equal(sampled.tokens, reloaded.tokens) and reloaded.seeds == [1234]
     assert reloaded.prompt == sampled.prompt and reloaded.settings == sampled.settings
     assert "seeds: [1234]" in uis["8"]["text"][0]
