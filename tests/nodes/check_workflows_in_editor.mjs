@@ -4,14 +4,15 @@
 import { chromium } from "playwright-core";
 import fs from "node:fs";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 
-const URL = process.env.COMFY_URL ?? "http://127.0.0.1:8188";
-const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../..");
+const COMFY_URL = process.env.COMFY_URL ?? "http://127.0.0.1:8188";
+const ROOT = process.env.JANUS_ROOT ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync"] });
 const page = await browser.newPage({ viewport: { width: 1500, height: 800 } });
-await page.goto(URL, { waitUntil: "domcontentloaded" });
+await page.goto(COMFY_URL, { waitUntil: "domcontentloaded" });
 await page.waitForFunction(() => window.comfyAPI?.app?.app?.graph, null, { timeout: 90000 });
 await page.waitForTimeout(3000);
 let failed = 0;
