@@ -76,7 +76,7 @@ def main() -> int:
             images = decode_tokens(vq, eager)
             check(f"[{dtype}] decode", images.shape == (4, 384, 384, 3) and bool(torch.isfinite(images).all())
                   and 0 <= float(images.min()) and float(images.max()) <= 1)
-            del lm, vq
+            lm = vq = None
             torch.cuda.empty_cache()
     print(f"{failures} failed", flush=True)
     return 1 if failures else 0

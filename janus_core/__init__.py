@@ -12,14 +12,37 @@ from .loader import load, load_generator, load_vq, resolve_device, resolve_dtype
 from .payloads import GRID, IMAGE_SIZE, NUM_IMAGE_TOKENS, JanusCond, JanusLM, JanusTokens, JanusVQ, ModelIdentity
 from .preview import fit_token_palette, id_palette, token_preview
 from .prompt import prepare_cond, render_prompt
-from .sampler import sample_tokens
-from .vq import decode_tokens, encode_images
+from .sampler import check_cond, sample_tokens
+from .vq import check_tokens, decode_tokens, encode_images
 
 __version__ = "0.1.0"
 __all__ = [
-    "CheckpointError", "DownloadError", "GenerationCancelled", "JanusError", "PayloadError",
-    "load", "load_generator", "load_vq", "resolve_device", "resolve_dtype",
-    "GRID", "IMAGE_SIZE", "NUM_IMAGE_TOKENS", "JanusCond", "JanusLM", "JanusTokens", "JanusVQ", "ModelIdentity",
-    "fit_token_palette", "id_palette", "token_preview", "prepare_cond", "render_prompt", "sample_tokens",
-    "decode_tokens", "encode_images",
+    "GRID",
+    "IMAGE_SIZE",
+    "NUM_IMAGE_TOKENS",
+    "CheckpointError",
+    "DownloadError",
+    "GenerationCancelled",
+    "JanusCond",
+    "JanusError",
+    "JanusLM",
+    "JanusTokens",
+    "JanusVQ",
+    "ModelIdentity",
+    "PayloadError",
+    "check_cond",
+    "check_tokens",
+    "decode_tokens",
+    "encode_images",
+    "fit_token_palette",
+    "id_palette",
+    "load",
+    "load_generator",
+    "load_vq",
+    "prepare_cond",
+    "render_prompt",
+    "resolve_device",
+    "resolve_dtype",
+    "sample_tokens",
+    "token_preview",
 ]  # fmt: skip

@@ -70,7 +70,7 @@ def _rope_theta(cfg: dict) -> float:
 def _lm_config(cfg: dict, where: str) -> LMConfig:
     if cfg.get("hidden_act", "silu") != "silu":
         raise CheckpointError(f"{where}: hidden_act {cfg['hidden_act']!r} is not supported (Janus uses 'silu').")
-    get = lambda k: cfg.get(k) if cfg.get(k) is not None else _LLAMA_DEFAULTS[k]  # noqa: E731
+    get = lambda k: cfg.get(k) if cfg.get(k) is not None else _LLAMA_DEFAULTS[k]
     heads = int(get("num_attention_heads"))
     hidden = int(get("hidden_size"))
     kv_heads = int(cfg.get("num_key_value_heads") or heads)

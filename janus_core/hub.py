@@ -44,7 +44,7 @@ def download(repo_id: str, local_dir: str | Path | None = None, tqdm_class=None)
     try:
         try:
             files = list_repo_files(repo_id)
-        except Exception:  # offline: fall through to snapshot_download, which can still use a cached copy
+        except Exception:  # noqa: BLE001 - offline: fall through to snapshot_download, which can still use a cached copy
             files = None
         path = snapshot_download(repo_id, local_dir=str(target) if target else None,
                                  allow_patterns=_patterns(repo_id, files), tqdm_class=tqdm_class)
@@ -60,6 +60,20 @@ def download(repo_id: str, local_dir: str | Path | None = None, tqdm_class=None)
     return Path(path)
 
 
+def is_complete(folder: Path) -> bool:
+    """config.json, tokenizer.json and every weight file (every shard an index names) are present."""
+    from .errors import CheckpointError
+    from .weights import find_weight_files
+
+    if not ((folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()):
+        return False
+    try:
+        find_weight_files(folder)
+    except CheckpointError:
+        return False
+    return True
+
+
 def resolve_model(path_or_repo: str | Path, models_dir: str | Path | None = None, tqdm_class=None) -> Path:
     """A checkpoint folder for a local path or a known repo id (downloaded on first use).
 
@@ -72,8 +86,8 @@ def resolve_model(path_or_repo: str | Path, models_dir: str | Path | None = None
     if repo in KNOWN_REPOS:
         if models_dir is not None:
             dest = Path(models_dir) / local_name(repo)
-            if (dest / "config.json").is_file() and (dest / "tokenizer.json").is_file():
+            if is_complete(dest):
                 return dest
-            return download(repo, dest, tqdm_class)
+            return download(repo, dest, tqdm_class)  # missing or partial: huggingface_hub resumes it
         return download(repo, None, tqdm_class)
     raise DownloadError(f"{repo!r} is neither a checkpoint folder nor a known repo id ({', '.join(KNOWN_REPOS)}).")

@@ -7,9 +7,9 @@ and the understanding tower are never read; the VQ encoder only with `with_encod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn

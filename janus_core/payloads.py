@@ -37,7 +37,7 @@ class ModelIdentity:
 @dataclass(eq=False)
 class JanusLM:
     model: JanusGenerator
-    tokenizer: "PromptTokenizer"  # noqa: F821 (prompt.py)
+    tokenizer: PromptTokenizer  # noqa: F821 (prompt.py)
     prompt_format: str
     identity: ModelIdentity
     device: torch.device

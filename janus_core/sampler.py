@@ -12,7 +12,7 @@ loop (`torch.manual_seed(s)` + `torch.multinomial(probs, 1)` per step) on the CP
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import threading
 import weakref
@@ -22,13 +21,12 @@ import torch
 
 from ..janus_core import fit_token_palette, id_palette, load, load_generator, load_vq
 from ..janus_core.errors import CheckpointError
-from ..janus_core.hub import KNOWN_REPOS, download, local_name, resolve_model
+from ..janus_core.hub import KNOWN_REPOS, is_complete, local_name, resolve_model
 from . import host
 
 DTYPE_CHOICES = ["auto", "bfloat16", "float16", "float32"]
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-_WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
 
 _LOCK = threading.RLock()
 _LM_CACHE: weakref.WeakValueDictionary[tuple, object] = weakref.WeakValueDictionary()
@@ -39,17 +37,8 @@ _PALETTES: dict[str, torch.Tensor] = {}  # model fingerprint -> uint8 [codebook,
 
 
 def is_checkpoint_folder(path: Path) -> bool:
-    """config.json + tokenizer.json + weights; with a shard index, every shard it names (no half downloads)."""
-    if not (path / "config.json").is_file() or not (path / "tokenizer.json").is_file():
-        return False
-    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if (path / index).is_file():
-            try:
-                shards = set(json.loads((path / index).read_text())["weight_map"].values())
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                return False
-            return bool(shards) and all((path / s).is_file() for s in shards)
-    return any(any(path.glob(g)) for g in _WEIGHT_GLOBS)
+    """config.json + tokenizer.json + weights, every shard an index names (no half downloads)."""
+    return is_complete(path)
 
 
 def local_checkpoints() -> dict[str, Path]:
@@ -91,10 +80,7 @@ def resolve_checkpoint(model: str, tqdm_class=None) -> Path:
         folder = Path(root) / local_name(model)
         if is_checkpoint_folder(folder):
             return folder
-    dest = Path(host.models_root()) / local_name(model)
-    if (dest / "config.json").is_file():  # an interrupted download: fetch (resume) the rest
-        return download(model, dest, tqdm_class=tqdm_class)
-    return resolve_model(model, host.models_root(), tqdm_class=tqdm_class)
+    return resolve_model(model, host.models_root(), tqdm_class=tqdm_class)  # downloads or resumes
 
 
 def resolve_device(device: str) -> torch.device:
