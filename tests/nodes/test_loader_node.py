@@ -149,7 +149,8 @@ def test_half_downloaded_repo_is_resumed_not_used(editor, monkeypatch):
     assert not models.is_checkpoint_folder(dest)
     assert "Janus-Pro-7B" not in models.model_choices()
     calls = []
-    monkeypatch.setattr(models, "download", lambda repo, where, tqdm_class=None: calls.append((repo, where)) or where)
+    hub = sys.modules[models.resolve_model.__module__]  # the pack's own copy of janus_core.hub
+    monkeypatch.setattr(hub, "download", lambda repo, where, tqdm_class=None: calls.append((repo, where)) or where)
     assert models.resolve_checkpoint("deepseek-ai/Janus-Pro-7B") == dest
     assert calls == [("deepseek-ai/Janus-Pro-7B", dest)]
     (dest / "model-00002-of-00002.safetensors").write_bytes(b"")
