@@ -421,7 +421,9 @@ def render(results: list[dict], args, infos: dict, machine: dict) -> str:
            f"({'torch default' if not args.threads else 'set by --threads'}))"), ""]
     out.append(f"Machine: {machine.get('cpu', '?')}, {machine.get('cpu_count')} CPUs"
                f"{', ' + machine['gpu'] if 'gpu' in machine else ''}; torch {machine['torch']}, "
-               f"transformers {machine.get('transformers')}. Greedy tokens identical across all contenders: "
+               f"transformers {machine.get('transformers')}, janus_core at git {machine.get('git_head', '?')}"
+               f"{' (+ local changes)' if machine.get('janus_core_dirty') else ''}. "
+               f"Greedy tokens identical across all contenders: "
                f"{all(r['tokens_identical'] for r in results)}.")
     out.append("")
     headers = ["shape", "batch", "contender", "ms/token", "images/s", "a speed-up vs b (t_b/t_a)",
