@@ -102,6 +102,7 @@ def cmd_encode(args) -> int:
     import torch
     from PIL import Image
 
+    from .payloads import JanusTokens
     from .tokens_io import save_tokens
     from .vq import encode_images
 
@@ -110,13 +111,10 @@ def cmd_encode(args) -> int:
     for f in args.image:
         with Image.open(f) as im:
             arrays.append(torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0))
-    sizes = {tuple(a.shape) for a in arrays}
     # images of different sizes are encoded one at a time (each is resized / cropped to 384x384)
-    parts = [encode_images(vq, a[None]) for a in arrays] if len(sizes) > 1 else [encode_images(vq, torch.stack(arrays))]
-    tokens = parts[0]
-    tokens.tokens = torch.cat([p.tokens for p in parts])
-    tokens.seeds = [None] * tokens.tokens.shape[0]
-    tokens.prompt = ""
+    parts = [encode_images(vq, a[None]) for a in arrays]
+    tokens = JanusTokens(tokens=torch.cat([p.tokens for p in parts]), seeds=[None] * len(parts),
+                         settings=parts[0].settings, model=parts[0].model)
     print(save_tokens(tokens, args.output))
     return 0
 

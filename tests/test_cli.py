@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args, ok=True):
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "janus_core", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     if ok:
