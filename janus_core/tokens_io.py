@@ -14,13 +14,14 @@ from .errors import PayloadError
 from .payloads import JanusTokens
 
 _META_FIELDS = ("seeds", "settings", "model", "prompt")
+FORMAT = "janus_tokens/1"
 
 
 def save_tokens(tokens: JanusTokens, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {name: json.dumps(getattr(tokens, name)) for name in _META_FIELDS}
-    meta["format"] = "janus_tokens/1"
+    meta = {name: json.dumps(getattr(tokens, name), default=str) for name in _META_FIELDS}
+    meta["format"] = FORMAT
     save_file({"tokens": tokens.tokens.to(torch.int64).contiguous()}, str(path), metadata=meta)
     return path
 
@@ -36,10 +37,12 @@ def load_tokens(path: str | Path) -> JanusTokens:
     except Exception as exc:  # safetensors raises its own error types across versions
         raise PayloadError(f"{path}: not a readable safetensors file ({exc}).") from exc
     if "tokens" not in tensors:
-        raise PayloadError(f"{path}: no tensor named 'tokens' (found: {', '.join(tensors) or 'none'}).")
+        raise PayloadError(f"{path.name} holds no 'tokens' tensor (found: {', '.join(tensors) or 'none'}); "
+                           "it was not written by Save Janus Tokens / --save-tokens.")
     t = tensors["tokens"]
     if t.dim() != 3 or tuple(t.shape[1:]) != (24, 24) or t.dtype.is_floating_point:
-        raise PayloadError(f"{path}: 'tokens' must be integer [B, 24, 24], got {t.dtype} {tuple(t.shape)}.")
+        raise PayloadError(f"{path.name}: 'tokens' has shape {tuple(t.shape)} and dtype {t.dtype}; expected integer "
+                           "[B, 24, 24] (384x384 images).")
     fields = {}
     for name in _META_FIELDS:
         try:

@@ -9,13 +9,13 @@ import re
 import torch
 
 from ..janus_core import GRID, JanusTokens, token_preview
+from ..janus_core.tokens_io import load_tokens, save_tokens
 from ..janus_core.vq import check_tokens
 from . import host, models
 from .errors import for_input, input_error
 from .inspector import token_grid_ui
 
 CODEBOOK = 16384  # every released Janus VQ-16; checks use the VQ's own size when one is connected
-FORMAT = "janus_tokens"
 OUTPUT_SUFFIX = " [output]"
 
 
@@ -139,33 +139,12 @@ def resolve_token_file(name: str) -> str:
 
 
 def save_tokens_file(tokens: JanusTokens, path: str) -> None:
-    from safetensors.torch import save_file
-
-    meta = {"format": FORMAT, "version": "1", "prompt": json.dumps(tokens.prompt or ""),
-            "seeds": json.dumps(list(tokens.seeds)), "settings": json.dumps(tokens.settings, default=str),
-            "model": json.dumps(tokens.model or {})}
-    save_file({"tokens": tokens.tokens.to(torch.int64).contiguous()}, path, metadata=meta)
+    save_tokens(tokens, path)
 
 
 def load_tokens_file(path: str) -> JanusTokens:
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata() or {}
-        if "tokens" not in f.keys():  # noqa: SIM118 - safe_open has no __contains__
-            raise input_error("Load Janus Tokens", "file", f"{os.path.basename(path)} holds no 'tokens' tensor; "
-                                                           "it was not written by Save Janus Tokens.")
-        t = f.get_tensor("tokens")
-
-    def field(key, default):
-        try:
-            return json.loads(meta[key]) if key in meta else default
-        except (TypeError, ValueError):
-            return default
-
-    tokens = JanusTokens(tokens=t, seeds=field("seeds", [None] * int(t.shape[0])), settings=field("settings", {}),
-                         model=field("model", {}), prompt=field("prompt", ""))
     with for_input("Load Janus Tokens", "file"):
+        tokens = load_tokens(path)
         tokens.tokens = check_tokens(tokens, CODEBOOK, os.path.basename(path))
     return tokens
 

@@ -29,7 +29,7 @@ def test_save_and_load_round_trip_with_metadata(editor):
 
     with safe_open(str(out / "tokens_00001_.safetensors"), framework="pt") as f:
         meta = f.metadata()
-    assert meta["format"] == "janus_tokens" and json.loads(meta["prompt"]) == "a cat"
+    assert meta["format"] == "janus_tokens/1" and json.loads(meta["prompt"]) == "a cat"
     assert json.loads(meta["seeds"]) == [7, 8] and json.loads(meta["settings"])["cfg"] == 5.0
     assert json.loads(meta["model"])["name"] == "tiny-janus"
 
