@@ -509,12 +509,16 @@ def main(argv=None) -> int:
                    "wall_s": time.perf_counter() - t0, "complete": final, "results": results, "load_info": infos}
         write_outputs(Path(args.json), payload, md, quiet=not final)
 
+    done = False
     try:
         for shape in args.shapes:
             run_shape(shape, args, ctx, results, infos, flush)
+        done = True
     finally:
         if results:
-            flush(final=True)
+            flush(final=done)  # on a failure (e.g. TOKEN MISMATCH) the JSON says complete: false
+            if not done:
+                print("\n" + render(results, args, infos, machine))
     return 0
 
 
