@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--models-dir", default=None, help="where repo ids are downloaded (default: the hub cache)")
         sp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, ...")
         sp.add_argument("--vq-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+        sp.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice); on small CPUs 1 is often fastest")
         if lm:
             sp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
             sp.add_argument("--prompt-format", default="auto", choices=["auto", "pro", "janus"])
@@ -207,6 +209,10 @@ def main(argv=None) -> int:
     if getattr(args, "command", None) == "generate" and args.batch_size < 1:
         print("error: --batch-size must be >= 1", file=sys.stderr)
         return EXIT_ERROR
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except JanusError as exc:
