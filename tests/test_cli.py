@@ -29,7 +29,7 @@ def run_cli(*args, ok=True):
 def test_generate_decode_encode(tiny_ckpt, tmp_path):
     out = tmp_path / "gen"
     run_cli("generate", "--model", tiny_ckpt, "--prompt", "a red chair", "--seed", 3, "--batch-size", 2,
-            "--cfg", 4.5, "--top-k", 100, "--device", "cpu", "--output", out, "--save-tokens")
+            "--cfg", 4.5, "--top-k", 100, "--device", "cpu", "--threads", 1, "--output", out, "--save-tokens")
     pngs = sorted(out.glob("*.png"))
     assert [p.name for p in pngs] == ["00000.png", "00001.png"]
     with Image.open(pngs[1]) as im:
