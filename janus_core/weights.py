@@ -77,8 +77,8 @@ class _SafetensorsFile:
         shape, dtype, begin, end = self.entries[key]
         if not dest.numel():
             return
-        shape = shape or (1,)
-        dest = dest.view(shape)
+        if not shape:  # a scalar
+            shape, dest = (1,), dest.view(1)
         row_bytes = (end - begin) // shape[0]
         rows_per_chunk = max(1, CHUNK_BYTES // max(row_bytes, 1))
         need = min(rows_per_chunk, shape[0]) * row_bytes
