@@ -361,7 +361,12 @@ def run_shape(shape: str, args, ctx, results: list, infos: dict, flush=None) -> 
                             for other, lst in runs.items():
                                 for r in lst:
                                     mm = first_mismatch(ref, r["tokens"])
-                                    if mm is not None:
+                                    if mm is not None and args.dtype != "float32":
+                                        # half precision: implementations round differently, so greedy streams
+                                        # may part ways; report where instead of failing (exactness is fp32's job)
+                                        print(f"[{shape} b{batch}] {other}: greedy tokens part from a at image "
+                                              f"{mm[0]}, token {mm[1]} ({args.dtype} rounding)", flush=True)
+                                    elif mm is not None:
                                         raise SystemExit(
                                             f"TOKEN MISMATCH [{shape} batch {batch}]: contender {other} differs from "
                                             f"a at image {mm[0]}, token {mm[1]}: {mm[3]} vs {mm[2]}")
