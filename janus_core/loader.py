@@ -113,7 +113,10 @@ def _fill(module: nn.Module, reader: WeightReader, sources: dict[str, tuple[str,
 
 
 def _identity(folder: Path, reader: WeightReader) -> ModelIdentity:
-    return ModelIdentity(path=str(folder.resolve()), fingerprint=fingerprint(folder, reader.files), name=folder.name)
+    if reader.identity is None:  # once per reader: `load` builds both halves from one
+        reader.identity = ModelIdentity(path=str(folder.resolve()), fingerprint=fingerprint(folder, reader.files),
+                                        name=folder.name)
+    return reader.identity
 
 
 def _expected_vq_keys(layout: str, reader: WeightReader) -> tuple[dict, dict]:
@@ -125,13 +128,16 @@ def _expected_vq_keys(layout: str, reader: WeightReader) -> tuple[dict, dict]:
     return names, shapes
 
 
-def _check_unexpected(layout: str, reader: WeightReader, expected: set[str]) -> None:
-    bad = classify_unexpected(layout, reader.shapes, expected)
+def _check_unexpected(layout: str, reader: WeightReader, lm_layers: int) -> None:
+    if reader.checked:  # once per reader
+        return
+    bad = classify_unexpected(layout, reader.shapes, _expected_keys(layout, lm_layers, reader))
     if bad:
         shown = ", ".join(f"{k!r} in {reader.file_of(k).name}" for k in bad[:5])
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise CheckpointError(f"{reader.folder}: unexpected tensors {shown}{more}. The files do not match "
                               "config.json (another model, or a different layer count).")
+    reader.checked = True
 
 
 def _expected_keys(layout: str, lm_layers: int, reader: WeightReader) -> set[str]:
@@ -156,7 +162,7 @@ def load_generator(folder: str | Path, dtype="auto", device="auto", prompt_forma
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     reader = reader or WeightReader(folder)
-    _check_unexpected(ckpt.layout, reader, _expected_keys(ckpt.layout, ckpt.lm.num_layers, reader))
+    _check_unexpected(ckpt.layout, reader, ckpt.lm.num_layers)
     sources = generator_sources(ckpt.layout, ckpt.lm.num_layers)
     embed_key = sources["gen_embed.weight"][0]
     if embed_key not in reader.shapes:
@@ -181,7 +187,7 @@ def load_vq(folder: str | Path, dtype="auto", device="auto", with_encoder: bool 
     device = resolve_device(device)
     dtype = resolve_vq_dtype(dtype, device)
     reader = reader or WeightReader(folder)
-    _check_unexpected(ckpt.layout, reader, _expected_keys(ckpt.layout, ckpt.lm.num_layers, reader))
+    _check_unexpected(ckpt.layout, reader, ckpt.lm.num_layers)
     names, shapes = _expected_vq_keys(ckpt.layout, reader)
     if with_encoder and "encoder.conv_in.weight" not in shapes:
         raise CheckpointError(f"{folder}: this checkpoint has no VQ encoder tensors; it can decode but not encode.")
