@@ -16,7 +16,7 @@ from torch import nn
 
 from .config import read_checkpoint_config
 from .errors import CheckpointError
-from .model import JanusGenerator, Linear
+from .model import JanusGenerator
 from .payloads import JanusLM, JanusVQ, ModelIdentity
 from .prompt import FORMATS, PromptTokenizer, detect_prompt_format
 from .vq_model import VQModel
@@ -80,9 +80,7 @@ def _fill(module: nn.Module, reader: WeightReader, sources: dict[str, tuple[str,
     """Read every parameter of a meta-device `module` from its source keys, casting as we go, then assign."""
     state = {}
     params = dict(module.named_parameters())
-    transposed = {f"{n}.weight" for n, m in module.named_modules() if isinstance(m, Linear)}  # stored [in, out]
     for n, (name, meta) in enumerate(params.items()):
-        file_shape = torch.Size(meta.shape[::-1]) if name in transposed else meta.shape
         keys = sources[name]
         parts = []
         for key in keys:
@@ -91,19 +89,18 @@ def _fill(module: nn.Module, reader: WeightReader, sources: dict[str, tuple[str,
                                       f"({', '.join(f.name for f in reader.files)}) are incomplete or of another model.")
             parts.append(reader.shapes[key])
         total = sum(p[0] for p in parts) if len(parts) > 1 else None
-        if (len(parts) == 1 and parts[0] != tuple(file_shape)) or (
-            len(parts) > 1 and (total != file_shape[0] or any(p[1:] != tuple(file_shape[1:]) for p in parts))
+        if (len(parts) == 1 and parts[0] != tuple(meta.shape)) or (
+            len(parts) > 1 and (total != meta.shape[0] or any(p[1:] != tuple(meta.shape[1:]) for p in parts))
         ):
             bad = keys[0] if len(keys) == 1 else ", ".join(keys)
             raise CheckpointError(
                 f"{reader.file_of(keys[0])}: tensor {bad} has shape {parts if len(parts) > 1 else parts[0]}, "
-                f"expected {tuple(file_shape)} from config.json. The config and weights do not belong together."
+                f"expected {tuple(meta.shape)} from config.json. The config and weights do not belong together."
             )
         dest = torch.empty(meta.shape, dtype=dtype, device=device)
-        view = dest.t() if name in transposed else dest  # in the file's [out, in] layout
         offset = 0
         for key, shape in zip(keys, parts):
-            reader.copy_into(key, view[offset : offset + shape[0]])
+            reader.copy_into(key, dest[offset : offset + shape[0]])
             offset += shape[0]
         state[name] = dest
         if progress is not None:
