@@ -31,12 +31,13 @@ class Linear(nn.Module):
     """nn.Linear's layout (weight [out, in], as checkpoints store it) with a faster CPU decode product.
 
     A decode step multiplies 2 x batch rows by each weight. For so few rows CPU BLAS (MKL here) runs
-    `x @ W.T` on one thread and, at 2 rows, streams the weight about twice; the same product written as
-    `(W @ x.T).T` (one dot product per output feature) reads it about once and splits the output
-    features over all threads. Measured on this project's 2-core AMD EPYC VM (benchmarks/README.md): 1.5x
-    faster at 2 rows on one thread, ~2x with two threads; with one thread it loses from 8 rows on, with
-    two only past 32, hence `_gemv_rows`. The prefill's many rows and every other device use `F.linear`.
-    Both forms round differently, so compiled steps take the same one as eager steps."""
+    `F.linear` on one thread and streams the weight about once per row; written as `(W @ x.T).T` (one dot
+    product per output feature) the same product reads it about once and splits the output features over
+    the threads. `python benchmarks/bench_linear.py` on this project's 2-core AMD EPYC VM, all of one step's
+    weights at 2 rows: mini 9.2 vs 23.4 ms, pro1b-4L 92 vs 121 ms on one thread; 8.3 vs 25.6 and 72 vs 124 ms
+    on two. On one thread `F.linear` catches up from 4-8 rows; on two the form still wins at 32 (the most
+    measured), hence `_gemv_rows`. The prefill's many rows and every other device use `F.linear`.
+    The forms round differently, so a compiled step takes the same one as the eager step."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()

@@ -15,3 +15,13 @@ def test_bench_sampler_smoke(tmp_path):
         assert r["tokens_identical"] and set(r["contenders"]) == {"a", "b", "c"}
         assert r["kv_bytes"] > 0 and r["weights_bytes"] > 0 and r["contenders"]["a"]["peak_rss"] > 0
     assert out.with_suffix(".md").read_text().startswith("## Sampler benchmark")
+
+
+def test_bench_linear_smoke(tmp_path):
+    from benchmarks.bench_linear import FORMS
+    from benchmarks.bench_linear import main as linear_main
+
+    assert linear_main(["--threads", "1", "--rows", "2", "--sets", "mini", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    (record,) = json.loads((tmp_path / "linear_forms.json").read_text())
+    assert record["rows"] == 2 and set(record["ms"]) == set(FORMS) and all(v > 0 for v in record["ms"].values())
+    assert "(W @ x.T).T" in (tmp_path / "linear_forms.md").read_text()
