@@ -300,18 +300,23 @@ class Worker:
 # ---------------------------------------------------------------------------------------------- driver
 
 
-def build_checkpoint(shape: str, folder: Path, dtype: str) -> Path:
+def build_checkpoint(shape: str, folder: Path, dtype: str, device: str = "cpu") -> Path:
+    """Random weights written once as a checkpoint folder. On CUDA they are drawn on the GPU: initialising
+    Janus-Pro-7B's 7 B parameters on the CPU would take minutes of a short device session."""
     import torch
 
     from tests.tiny_checkpoint import build_hf_model, write_checkpoint
 
     t0 = time.perf_counter()
-    model = build_hf_model(text={**SHAPES[shape], **COMMON_TEXT}, vq=SMALL_VQ, seed=0)
+    with torch.device(device if device.startswith("cuda") else "cpu"):
+        model = build_hf_model(text={**SHAPES[shape], **COMMON_TEXT}, vq=SMALL_VQ, seed=0)
     wdtype = getattr(torch, dtype)
     shards = 1 if shape in ("tiny", "mini", "pro1b-4L") else 8
     write_checkpoint(model, folder, dtype=wdtype, shards=shards)
     del model
     gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()  # the workers (other processes) need the memory
     print(f"[{shape}] random checkpoint written in {time.perf_counter() - t0:.1f}s", flush=True)
     return folder
 
@@ -327,7 +332,7 @@ def first_mismatch(x: list, y: list):
 def run_shape(shape: str, args, ctx, results: list, infos: dict, flush=None) -> None:
     contenders = ["a", "b", "c"] + (["a-compiled"] if args.compile else [])
     with tempfile.TemporaryDirectory(prefix=f"janus-bench-{shape}-") as tmp:
-        folder = build_checkpoint(shape, Path(tmp) / shape, args.dtype)
+        folder = build_checkpoint(shape, Path(tmp) / shape, args.dtype, args.device)
         core = Worker(ctx, core_worker, str(folder), args.device, args.dtype, args.threads)
         hfw = Worker(ctx, hf_worker, str(folder), args.device, args.dtype, args.threads)
         try:

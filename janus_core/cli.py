@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, ...")
         sp.add_argument("--vq-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
         sp.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's choice); on small CPUs 1 is often fastest")
+                        help="CPU threads for torch (default: torch's choice, one per core, the fastest here)")
         if lm:
             sp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
             sp.add_argument("--prompt-format", default="auto", choices=["auto", "pro", "janus"])

@@ -156,7 +156,7 @@ def _write_tensors(sd: dict, folder: Path, fmt: str, shards: int) -> None:
     groups = [keys[i::shards] for i in range(shards)]
 
     def save(part: dict, path: Path):
-        part = {k: v.contiguous().clone() for k, v in part.items()}
+        part = {k: v.cpu().contiguous().clone() for k, v in part.items()}  # built on a GPU: written from host memory
         if fmt == "safetensors":
             save_file(part, str(path), metadata={"format": "pt"})
         else:
