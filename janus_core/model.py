@@ -17,6 +17,7 @@ from .config import LMConfig
 
 
 _gemv_rows_seen = 4
+GEMV_MIN_IN = 512  # shorter dot products gain nothing from the form (their weights are small or overhead-bound)
 
 
 def _gemv_rows() -> int:
@@ -33,10 +34,12 @@ class Linear(nn.Module):
     A decode step multiplies 2 x batch rows by each weight. For so few rows CPU BLAS (MKL here) runs
     `F.linear` on one thread and streams the weight about once per row; written as `(W @ x.T).T` (one dot
     product per output feature) the same product reads it about once and splits the output features over
-    the threads. `python benchmarks/bench_linear.py` on this project's 2-core AMD EPYC VM, all of one step's
-    weights at 2 rows: mini 9.2 vs 23.4 ms, pro1b-4L 92 vs 121 ms on one thread; 8.3 vs 25.6 and 72 vs 124 ms
-    on two. On one thread `F.linear` catches up from 4-8 rows; on two the form still wins at 32 (the most
-    measured), hence `_gemv_rows`. The prefill's many rows and every other device use `F.linear`.
+    the threads. On this project's 2-core AMD EPYC VM (`python benchmarks/bench_linear.py`, two runs in
+    benchmarks/README.md), at 2 rows it is 1.7-3.3x faster than `F.linear` on two threads and 1.0-2.6x on one.
+    On one thread `F.linear` catches up from 4-8 rows; on two the form still wins at 32 (the most measured),
+    hence `_gemv_rows`. The prefill's many rows, inputs narrower than 512 (the tiny test model, hidden 64, samples
+    ~45 % slower with the form: its weights sit in cache and the form's extra calls dominate) and every other
+    device use `F.linear`.
     The forms round differently, so a compiled step takes the same one as the eager step."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
@@ -46,7 +49,7 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        if flat.device.type == "cpu" and flat.shape[0] <= _gemv_rows():
+        if flat.device.type == "cpu" and self.weight.shape[1] >= GEMV_MIN_IN and flat.shape[0] <= _gemv_rows():
             # contiguous: a transposed [rows, out] result fed to the next product as x.T would turn it into
             # the slow GEMM variant (a few hundred floats to copy)
             out = (self.weight @ flat.t()).t().contiguous()
