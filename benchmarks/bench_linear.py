@@ -65,7 +65,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    ap.add_argument("--rows", default="2,4,8,16,32")
+    ap.add_argument("--rows", default="1,2,4,8,16,32")
     ap.add_argument("--sets", default="mini,pro1b-4L")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for linear_forms.{json,md}")
