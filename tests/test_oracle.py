@@ -60,3 +60,39 @@ def test_greedy_cfg_stream_equals_transformers_generate(hf_model, make_checkpoin
     theirs = hf_model.generate(ids, attention_mask=torch.ones_like(ids), generation_mode="image",
                                do_sample=False, guidance_scale=cfg_weight)
     assert torch.equal(ours, theirs.cpu())
+
+
+@pytest.fixture(scope="module")
+def wide_pair(tmp_path_factory):
+    """A 512-wide model: the tiny one is narrower than GEMV_MIN_IN, so only this one runs the CPU decode form."""
+    from janus_core.model import GEMV_MIN_IN
+    from tests.tiny_checkpoint import build_hf_model, write_checkpoint
+
+    text = dict(hidden_size=GEMV_MIN_IN, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=8,
+                num_key_value_heads=4)
+    hf = build_hf_model(text=text)
+    folder = write_checkpoint(hf, tmp_path_factory.mktemp("wide") / "wide")
+    return hf, load_generator(folder, dtype="float32", device="cpu")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_wide_model_decode_form_matches_transformers(wide_pair, threads):
+    hf, lm = wide_pair
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        cond = prepare_cond(lm, "portrait of an old man with a hat")
+        with torch.inference_mode():
+            ids = torch.tensor([cond.cond_ids, cond.uncond_ids])
+            last = hf.model.language_model(input_ids=ids).last_hidden_state[:, -1]  # 2 rows: the decode form
+            torch.testing.assert_close(lm.model.image_logits(last), hf.model.generation_head(last), atol=1e-4, rtol=1e-4)
+            img_ids = torch.tensor([5, 16000])
+            torch.testing.assert_close(lm.model.image_token_embeds(img_ids),
+                                       hf.prepare_embeddings_for_image_generation(img_ids), atol=1e-5, rtol=1e-5)
+        ours = sample_tokens(lm, cond, seed=0, cfg=5.0, temperature=0).tokens.view(1, -1)
+        ids = torch.tensor([cond.cond_ids])
+        theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), generation_mode="image",
+                             do_sample=False, guidance_scale=5.0)
+        assert torch.equal(ours, theirs.cpu())
+    finally:
+        torch.set_num_threads(before)
