@@ -10,7 +10,7 @@ count (2 x batch with CFG), times one pass over all the weights, median of `--re
 - `F.linear(x, W)`: weight [out, in], nn.Linear / transformers;
 - `(W @ x.T).T`: weight [out, in], janus_core's CPU form for few rows.
 
-Every weight is a separate tensor (140 MiB for mini, 1.1 GiB for pro1b-4L), so nothing stays in cache.
+Every weight is a separate tensor (133 MiB for mini, 960 MiB for pro1b-4L), so nothing stays in cache.
 Writes linear_forms.{json,md} to benchmarks/results/ (or --out).
 """
 
