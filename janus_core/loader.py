@@ -1,8 +1,10 @@
 """Load what a task needs from a checkpoint folder of either layout, strictly and tensor by tensor.
 
-Generation loads the LLM body + final norm, the text embedding table (for the prompt) and the
-generation embedding / aligner / head (`load_generator`), and the VQ decoder (`load_vq`). The LM head
-and the understanding tower are never read; the VQ encoder only with `with_encoder=True`.
+A folder is opened once as a `Checkpoint` (config, tokenizer, weight reader, key maps, identity, key-set
+check); every part is built from that one object. Generation loads the LLM body + final norm, the text
+embedding table (for the prompt) and the generation embedding / aligner / head (`load_generator`), and the
+VQ decoder (`load_vq`). The LM head and the understanding tower are never read for generation; the VQ
+encoder only with `with_encoder=True`.
 """
 
 from __future__ import annotations
@@ -60,10 +62,10 @@ def resolve_vq_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dt
 
 
 @contextmanager
-def _bare_modules():
+def bare_modules():
     """Build modules on the meta device without running their random init: the weights are read right after,
     and meta-device init kernels would pull in torch's compiler stack (seconds and ~70 MB) for nothing."""
-    classes = (nn.Linear, nn.Embedding, nn.Conv2d)
+    classes = (nn.Linear, nn.Embedding, nn.Conv2d, nn.LayerNorm)
     saved = {cls: cls.reset_parameters for cls in classes}
     for cls in classes:
         cls.reset_parameters = lambda self: None
@@ -75,140 +77,179 @@ def _bare_modules():
             cls.reset_parameters = fn
 
 
-def _fill(module: nn.Module, reader: WeightReader, sources: dict[str, tuple[str, ...]], device, dtype,
-          progress: LoadProgress | None) -> None:
-    """Read every parameter of a meta-device `module` from its source keys, casting as we go, then assign."""
-    state = {}
-    params = dict(module.named_parameters())
-    for n, (name, meta) in enumerate(params.items()):
-        keys = sources[name]
-        parts = []
-        for key in keys:
-            if key not in reader.shapes:
-                raise CheckpointError(f"{reader.folder}: missing tensor {key!r} (needed for {name}); the files "
-                                      f"({', '.join(f.name for f in reader.files)}) are incomplete or of another model.")
-            parts.append(reader.shapes[key])
-        total = sum(p[0] for p in parts) if len(parts) > 1 else None
-        if (len(parts) == 1 and parts[0] != tuple(meta.shape)) or (
-            len(parts) > 1 and (total != meta.shape[0] or any(p[1:] != tuple(meta.shape[1:]) for p in parts))
-        ):
-            bad = keys[0] if len(keys) == 1 else ", ".join(keys)
-            raise CheckpointError(
-                f"{reader.file_of(keys[0])}: tensor {bad} has shape {parts if len(parts) > 1 else parts[0]}, "
-                f"expected {tuple(meta.shape)} from config.json. The config and weights do not belong together."
-            )
-        dest = torch.empty(meta.shape, dtype=dtype, device=device)
-        offset = 0
-        for key, shape in zip(keys, parts):
-            reader.copy_into(key, dest[offset : offset + shape[0]])
-            offset += shape[0]
-        state[name] = dest
-        if progress is not None:
-            progress(n + 1, len(params))
-    module.load_state_dict(state, strict=True, assign=True)
-    module.requires_grad_(False).eval()
+class Checkpoint:
+    """One checkpoint folder, opened once: parsed config, tokenizer, weight reader, key maps and identity.
+
+    Every part (generator, VQ, and later the understanding tower) is built from this object, so the config is
+    parsed, the weight headers read and the key set checked exactly once per load. Use as a context manager or
+    call `close()`; `open_checkpoint` accepts an already open one and leaves it open."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.config = read_checkpoint_config(self.folder)
+        self.layout = self.config.layout
+        self.reader = WeightReader(self.folder)
+        self.generator_sources = generator_sources(self.layout, self.config.lm.num_layers)
+        self.vq_names = vq_key_map(self.layout, self.reader.shapes)  # original-style VQ name -> checkpoint key
+        self.vq_shapes = {n: self.reader.shapes[k] for n, k in self.vq_names.items()}
+        self._tokenizer = None
+        self._identity = None
+        self._check_unexpected()
+
+    # -- shared pieces, computed once --------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> PromptTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = PromptTokenizer(self.folder / "tokenizer.json")
+        return self._tokenizer
+
+    @property
+    def identity(self) -> ModelIdentity:
+        if self._identity is None:
+            self._identity = ModelIdentity(path=str(self.folder.resolve()),
+                                           fingerprint=fingerprint(self.folder, self.reader.files),
+                                           name=self.folder.name)
+        return self._identity
+
+    @property
+    def has_vq_encoder(self) -> bool:
+        return "encoder.conv_in.weight" in self.vq_shapes
+
+    def vq_module(self, with_encoder: bool) -> VQModel:
+        """A meta-device VQ built from the tensor shapes."""
+        if "quantize.embedding.weight" not in self.vq_shapes:
+            raise CheckpointError(f"{self.folder}: no VQ codebook (quantize.embedding.weight) in the weights; "
+                                  "this checkpoint has no image tokenizer.")
+        try:
+            with bare_modules():
+                return VQModel(self.vq_shapes, with_encoder=with_encoder)
+        except KeyError as exc:
+            raise CheckpointError(f"{self.folder}: VQ tensor {exc.args[0]!r} missing.") from exc
+
+    def _check_unexpected(self) -> None:
+        """Every key must be one a task knows, in a component a task skips, or documented as unused."""
+        expected = {k for keys in self.generator_sources.values() for k in keys}
+        vq = self.vq_module(with_encoder=self.has_vq_encoder)
+        expected |= {self.vq_names[n] for n in vq.state_dict() if n in self.vq_names}
+        bad = classify_unexpected(self.layout, self.reader.shapes, expected)
+        if bad:
+            shown = ", ".join(f"{k!r} in {self.reader.file_of(k).name}" for k in bad[:5])
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise CheckpointError(f"{self.folder}: unexpected tensors {shown}{more}. The files do not match "
+                                  "config.json (another model, or a different layer count).")
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def fill(self, module: nn.Module, sources: dict[str, tuple[str, ...]], device, dtype,
+             progress: LoadProgress | None = None) -> None:
+        """Read every parameter of a meta-device `module` from its source keys, casting as we go, then assign.
+        Several source keys for one parameter are concatenated along dim 0 (fused q/k/v, gate/up)."""
+        reader = self.reader
+        state = {}
+        params = dict(module.named_parameters())
+        for n, (name, meta) in enumerate(params.items()):
+            keys = sources[name]
+            parts = []
+            for key in keys:
+                if key not in reader.shapes:
+                    raise CheckpointError(f"{self.folder}: missing tensor {key!r} (needed for {name}); the files "
+                                          f"({', '.join(f.name for f in reader.files)}) are incomplete or of another "
+                                          "model.")
+                parts.append(reader.shapes[key])
+            total = sum(p[0] for p in parts) if len(parts) > 1 else None
+            if (len(parts) == 1 and parts[0] != tuple(meta.shape)) or (
+                len(parts) > 1 and (total != meta.shape[0] or any(p[1:] != tuple(meta.shape[1:]) for p in parts))
+            ):
+                bad = keys[0] if len(keys) == 1 else ", ".join(keys)
+                raise CheckpointError(
+                    f"{reader.file_of(keys[0])}: tensor {bad} has shape {parts if len(parts) > 1 else parts[0]}, "
+                    f"expected {tuple(meta.shape)} from config.json. The config and weights do not belong together."
+                )
+            dest = torch.empty(meta.shape, dtype=dtype, device=device)
+            offset = 0
+            for key, shape in zip(keys, parts):
+                reader.copy_into(key, dest[offset : offset + shape[0]])
+                offset += shape[0]
+            state[name] = dest
+            if progress is not None:
+                progress(n + 1, len(params))
+        module.load_state_dict(state, strict=True, assign=True)
+        module.requires_grad_(False).eval()
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
-def _identity(folder: Path, reader: WeightReader) -> ModelIdentity:
-    if reader.identity is None:  # once per reader: `load` builds both halves from one
-        reader.identity = ModelIdentity(path=str(folder.resolve()), fingerprint=fingerprint(folder, reader.files),
-                                        name=folder.name)
-    return reader.identity
-
-
-def _expected_vq_keys(layout: str, reader: WeightReader) -> tuple[dict, dict]:
-    names = vq_key_map(layout, reader.shapes)
-    if "quantize.embedding.weight" not in names:
-        raise CheckpointError(f"{reader.folder}: no VQ codebook (quantize.embedding.weight) in the weights; "
-                              "this checkpoint has no image tokenizer.")
-    shapes = {n: reader.shapes[k] for n, k in names.items()}
-    return names, shapes
-
-
-def _check_unexpected(layout: str, reader: WeightReader, lm_layers: int) -> None:
-    if reader.checked:  # once per reader
+@contextmanager
+def open_checkpoint(source: str | Path | Checkpoint):
+    """Yield an open Checkpoint for a folder (closed afterwards) or an already open one (left open)."""
+    if isinstance(source, Checkpoint):
+        yield source
         return
-    bad = classify_unexpected(layout, reader.shapes, _expected_keys(layout, lm_layers, reader))
-    if bad:
-        shown = ", ".join(f"{k!r} in {reader.file_of(k).name}" for k in bad[:5])
-        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise CheckpointError(f"{reader.folder}: unexpected tensors {shown}{more}. The files do not match "
-                              "config.json (another model, or a different layer count).")
-    reader.checked = True
+    with Checkpoint(source) as ckpt:
+        yield ckpt
 
 
-def _expected_keys(layout: str, lm_layers: int, reader: WeightReader) -> set[str]:
-    """Every key the full text-to-image path knows: generator sources + all VQ tensors (encoder included)."""
-    expected = {k for keys in generator_sources(layout, lm_layers).values() for k in keys}
-    names, shapes = _expected_vq_keys(layout, reader)
-    try:
-        with _bare_modules():
-            vq = VQModel(shapes, with_encoder="encoder.conv_in.weight" in shapes)
-    except KeyError as exc:
-        raise CheckpointError(f"{reader.folder}: VQ tensor {exc.args[0]!r} missing.") from exc
-    expected |= {names[n] for n in vq.state_dict() if n in names}
-    return expected
-
-
-def load_generator(folder: str | Path, dtype="auto", device="auto", prompt_format: str = "auto",
-                   progress: LoadProgress | None = None, reader: WeightReader | None = None) -> JanusLM:
-    """Load the text-to-image language model of a checkpoint folder (JANUS_LM)."""
-    folder = Path(folder)
-    ckpt = read_checkpoint_config(folder)
-    tokenizer = PromptTokenizer(folder / "tokenizer.json")
+def build_generator(ckpt: Checkpoint, dtype, device, prompt_format: str = "auto",
+                    progress: LoadProgress | None = None) -> JanusLM:
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
-    reader = reader or WeightReader(folder)
-    _check_unexpected(ckpt.layout, reader, ckpt.lm.num_layers)
-    sources = generator_sources(ckpt.layout, ckpt.lm.num_layers)
-    embed_key = sources["gen_embed.weight"][0]
-    if embed_key not in reader.shapes:
-        raise CheckpointError(f"{folder}: missing tensor {embed_key!r}; this checkpoint has no image generation head.")
-    image_vocab, image_embed_dim = reader.shapes[embed_key]
-    with _bare_modules():
-        model = JanusGenerator(ckpt.lm, image_vocab, image_embed_dim)
-    _fill(model, reader, sources, device, dtype, progress)
-    if prompt_format in (None, "", "auto"):
-        prompt_format = detect_prompt_format(tokenizer, ckpt.raw, folder.name)
-    elif prompt_format not in FORMATS:
+    if prompt_format not in (None, "", "auto") and prompt_format not in FORMATS:
         raise ValueError(f"prompt_format must be auto, {' or '.join(FORMATS)}; got {prompt_format!r}")
-    return JanusLM(model=model, tokenizer=tokenizer, prompt_format=prompt_format,
-                   identity=_identity(folder, reader), device=device, dtype=dtype)
+    tokenizer = ckpt.tokenizer
+    embed_key = ckpt.generator_sources["gen_embed.weight"][0]
+    if embed_key not in ckpt.reader.shapes:
+        raise CheckpointError(f"{ckpt.folder}: missing tensor {embed_key!r}; this checkpoint has no image "
+                              "generation head.")
+    image_vocab, image_embed_dim = ckpt.reader.shapes[embed_key]
+    with bare_modules():
+        model = JanusGenerator(ckpt.config.lm, image_vocab, image_embed_dim)
+    ckpt.fill(model, ckpt.generator_sources, device, dtype, progress)
+    if prompt_format in (None, "", "auto"):
+        prompt_format = detect_prompt_format(tokenizer, ckpt.config.raw, ckpt.folder.name)
+    return JanusLM(model=model, tokenizer=tokenizer, prompt_format=prompt_format, identity=ckpt.identity,
+                   device=device, dtype=dtype)
 
 
-def load_vq(folder: str | Path, dtype="auto", device="auto", with_encoder: bool = False,
-            progress: LoadProgress | None = None, reader: WeightReader | None = None) -> JanusVQ:
-    """Load the VQ-16 decoder (and the encoder when asked) of a checkpoint folder (JANUS_VQ)."""
-    folder = Path(folder)
-    ckpt = read_checkpoint_config(folder)
+def build_vq(ckpt: Checkpoint, dtype, device, with_encoder: bool = False,
+             progress: LoadProgress | None = None) -> JanusVQ:
     device = resolve_device(device)
     dtype = resolve_vq_dtype(dtype, device)
-    reader = reader or WeightReader(folder)
-    _check_unexpected(ckpt.layout, reader, ckpt.lm.num_layers)
-    names, shapes = _expected_vq_keys(ckpt.layout, reader)
-    if with_encoder and "encoder.conv_in.weight" not in shapes:
-        raise CheckpointError(f"{folder}: this checkpoint has no VQ encoder tensors; it can decode but not encode.")
-    try:
-        with _bare_modules():
-            vq = VQModel(shapes, with_encoder=with_encoder)
-    except KeyError as exc:
-        raise CheckpointError(f"{folder}: VQ tensor {exc.args[0]!r} missing.") from exc
-    sources = {n: (names[n],) for n, _ in vq.named_parameters() if n in names}
-    missing = [n for n, _ in vq.named_parameters() if n not in names]
+    if with_encoder and not ckpt.has_vq_encoder:
+        raise CheckpointError(f"{ckpt.folder}: this checkpoint has no VQ encoder tensors; it can decode but not "
+                              "encode.")
+    vq = ckpt.vq_module(with_encoder)
+    missing = [n for n, _ in vq.named_parameters() if n not in ckpt.vq_names]
     if missing:
-        raise CheckpointError(f"{folder}: missing VQ tensor(s) {', '.join(missing[:5])}.")
-    _fill(vq, reader, sources, device, dtype, progress)
-    return JanusVQ(model=vq, identity=_identity(folder, reader), device=device, dtype=dtype)
+        raise CheckpointError(f"{ckpt.folder}: missing VQ tensor(s) {', '.join(missing[:5])}.")
+    sources = {n: (ckpt.vq_names[n],) for n, _ in vq.named_parameters()}
+    ckpt.fill(vq, sources, device, dtype, progress)
+    return JanusVQ(model=vq, identity=ckpt.identity, device=device, dtype=dtype)
 
 
-def load(folder: str | Path, dtype="auto", device="auto", vq_dtype="auto", with_encoder: bool = False,
+def load_generator(folder: str | Path | Checkpoint, dtype="auto", device="auto", prompt_format: str = "auto",
+                   progress: LoadProgress | None = None) -> JanusLM:
+    """Load the text-to-image language model of a checkpoint folder (JANUS_LM)."""
+    with open_checkpoint(folder) as ckpt:
+        return build_generator(ckpt, dtype, device, prompt_format, progress)
+
+
+def load_vq(folder: str | Path | Checkpoint, dtype="auto", device="auto", with_encoder: bool = False,
+            progress: LoadProgress | None = None) -> JanusVQ:
+    """Load the VQ-16 decoder (and the encoder when asked) of a checkpoint folder (JANUS_VQ)."""
+    with open_checkpoint(folder) as ckpt:
+        return build_vq(ckpt, dtype, device, with_encoder, progress)
+
+
+def load(folder: str | Path | Checkpoint, dtype="auto", device="auto", vq_dtype="auto", with_encoder: bool = False,
          prompt_format: str = "auto", progress: LoadProgress | None = None) -> tuple[JanusLM, JanusVQ]:
-    """Both halves of text-to-image from one pass over the weight files."""
-    folder = Path(folder)
-    reader = WeightReader(folder)
-    try:
-        lm = load_generator(folder, dtype, device, prompt_format, progress, reader)
-        vq = load_vq(folder, vq_dtype, device, with_encoder, None, reader)
-    finally:
-        reader.close()
+    """Both halves of text-to-image from one opened checkpoint (one pass over the weight files)."""
+    with open_checkpoint(folder) as ckpt:
+        lm = build_generator(ckpt, dtype, device, prompt_format, progress)
+        vq = build_vq(ckpt, vq_dtype, device, with_encoder)
     return lm, vq

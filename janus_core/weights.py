@@ -156,8 +156,6 @@ class WeightReader:
     def __init__(self, folder: Path):
         self.folder = folder
         self.files = find_weight_files(folder)
-        self.checked = False  # key set validated (loader)
-        self.identity = None  # ModelIdentity, computed once (loader)
         self._by_key: dict[str, object] = {}
         self.shapes: dict[str, tuple] = {}
         for path in self.files:

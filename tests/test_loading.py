@@ -161,3 +161,24 @@ def test_bad_tokenizer(tiny_ckpt, tmp_path):
     (d / "tokenizer.json").unlink()
     with pytest.raises(CheckpointError, match="tokenizer.json not found"):
         load_generator(d, device="cpu")
+
+
+def test_load_opens_the_checkpoint_once(make_checkpoint, monkeypatch):
+    """config.json parsed, weight headers read and the key map built once for a whole load()."""
+    import janus_core.loader as loader
+    import janus_core.weights as weights
+
+    calls = {"config": 0, "reader": 0, "vq_keys": 0}
+    real_cfg, real_init, real_map = loader.read_checkpoint_config, WeightReader.__init__, loader.vq_key_map
+
+    def count(name, fn):
+        def wrapped(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(loader, "read_checkpoint_config", count("config", real_cfg))
+    monkeypatch.setattr(weights.WeightReader, "__init__", count("reader", real_init))
+    monkeypatch.setattr(loader, "vq_key_map", count("vq_keys", real_map))
+    load(make_checkpoint("original", "bin", 2), dtype="float32", device="cpu", with_encoder=True)
+    assert calls == {"config": 1, "reader": 1, "vq_keys": 1}
