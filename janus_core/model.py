@@ -190,6 +190,10 @@ class JanusGenerator(nn.Module):
         self.gen_aligner = MLP2(image_embed_dim, cfg.hidden_size, cfg.hidden_size)
         self.gen_head = MLP2(cfg.hidden_size, cfg.hidden_size, image_vocab)
 
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """Text-token embeddings [R, T, H] for prompt ids, on the device the decoder runs on."""
+        return self.embed_tokens(ids)
+
     def image_token_embeds(self, tokens: torch.Tensor) -> torch.Tensor:
         """aligner(gen_embed(ids)): the LLM input for an image token."""
         return self.gen_aligner(self.gen_embed(tokens))

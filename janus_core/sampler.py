@@ -131,7 +131,7 @@ def sample_tokens(
     out = torch.empty((batch_size, NUM_IMAGE_TOKENS), dtype=torch.long, device=device)
     ok = False
     try:
-        hidden = model.forward_hidden(model.embed_tokens(ids), cos[:, :, :prompt_len], sin[:, :, :prompt_len],
+        hidden = model.forward_hidden(model.embed_text(ids), cos[:, :, :prompt_len], sin[:, :, :prompt_len],
                                       cache, 0, prefill_mask)[:, -1]
         for i in range(NUM_IMAGE_TOKENS):
             logits = cfg_mix(model.image_logits(hidden).float(), batch_size, cfg)

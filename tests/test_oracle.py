@@ -21,7 +21,7 @@ def _prompt_hidden(lm, ids):
 
     cache = KVCache(model.cfg, ids.shape[0], t, "cpu", torch.float32)
     mask = torch.ones(t, t, dtype=torch.bool).tril()
-    return model.forward_hidden(model.embed_tokens(ids), cos, sin, cache, 0, mask)
+    return model.forward_hidden(model.embed_text(ids), cos, sin, cache, 0, mask)
 
 
 @pytest.mark.parametrize("layout,fmt,shards", LAYOUTS)
