@@ -1,25 +1,35 @@
-"""`python -m janus_core generate | decode | encode | convert`."""
+"""`python -m janus_core generate | decode | encode | convert`.
+
+User errors print `error: ...` on a line of their own and exit 2, before any long work where they can be
+known then (settings, inputs and the output folder are checked before the model is loaded); Ctrl-C exits
+130 leaving no partial files. Outputs never replace existing files: numbered PNGs continue after the
+highest number already in the folder, other files are refused unless `--overwrite` is given.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
-from .errors import JanusError
+from .errors import JanusError, SettingError
 
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+PNG_BYTES = 450_000  # an upper bound for one 384x384 RGB PNG with its text chunks
+TOKENS_BYTES = 8 * 576 + 4096  # per image in a token file, plus the header
 
 
 class TerminalProgress:
     """One self-overwriting stderr line per long step (load, tokens, decode)."""
 
-    def __init__(self, label: str, stream=sys.stderr):
-        self.label, self.stream, self.start = label, stream, time.monotonic()
+    open_line = None  # the stream with an unfinished progress line, if any
+
+    def __init__(self, label: str, stream=None):
+        self.label, self.stream, self.start = label, stream or sys.stderr, time.monotonic()
 
     def __call__(self, done: int, total: int, *_):
         elapsed = time.monotonic() - self.start
@@ -27,12 +37,22 @@ class TerminalProgress:
         end = "\n" if done >= total else ""
         self.stream.write(f"\r{self.label}: {done}/{total} ({rate:.1f}/s, {elapsed:.1f} s){end}")
         self.stream.flush()
+        TerminalProgress.open_line = None if end else self.stream
+
+    @staticmethod
+    def finish_line() -> None:
+        """End an unfinished progress line, so a message after it starts on a line of its own."""
+        if TerminalProgress.open_line is not None:
+            TerminalProgress.open_line.write("\n")
+            TerminalProgress.open_line.flush()
+            TerminalProgress.open_line = None
 
 
 def _load(args, with_encoder=False, need_lm=True):
     from .hub import resolve_model
-    from .loader import load, load_vq
+    from .loader import load, load_vq, resolve_device
 
+    resolve_device(args.device)  # a wrong device fails before a download or a read
     folder = resolve_model(args.model, args.models_dir)
     print(f"loading {folder}", file=sys.stderr)
     if need_lm:
@@ -42,45 +62,67 @@ def _load(args, with_encoder=False, need_lm=True):
                          progress=TerminalProgress("load"))
 
 
-def _save_pngs(images, out: Path, texts: list[dict]) -> list[Path]:
+def _save_pngs(images, out: Path, first: int, texts: list[dict]) -> list[Path]:
+    """Numbered PNGs from `first` on, each written to a temporary name and linked into place (never replacing)."""
     import numpy as np
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
-    out.mkdir(parents=True, exist_ok=True)
+    from .files import write_new_file
+
     paths = []
     for i, img in enumerate(images):
         info = PngInfo()
         for key, value in texts[i].items():
             info.add_text(key, value if isinstance(value, str) else json.dumps(value))
         arr = (img.numpy() * 255).round().clip(0, 255).astype(np.uint8)
-        path = out / f"{i:05d}.png"
-        Image.fromarray(arr).save(path, pnginfo=info)
+        picture = Image.fromarray(arr)
+        path = write_new_file(out / f"{first + i:05d}.png", lambda tmp: picture.save(tmp, format="PNG", pnginfo=info))
         paths.append(path)
     return paths
+
+
+def _numbered_output(folder: str, images: int, extra_bytes: int = 0) -> tuple[Path, int]:
+    """The output folder (created, proven writable, with room) and the first free image number in it."""
+    from .files import next_number, prepare_output_dir
+
+    out = prepare_output_dir(folder, images * PNG_BYTES + extra_bytes)
+    return out, next_number(out)
 
 
 def cmd_generate(args) -> int:
     from .prompt import prepare_cond
     from .sampler import sample_tokens
     from .tokens_io import save_tokens
+    from .validate import sampler_settings, text
     from .vq import decode_tokens
 
+    settings = sampler_settings(seed=args.seed, batch_size=args.batch_size, cfg=args.cfg,
+                                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    text("prompt", args.prompt)
+    text("negative_prompt", args.negative_prompt or "")
+    batch = settings["batch_size"]
+    out, first = _numbered_output(args.output, batch, batch * TOKENS_BYTES if args.save_tokens else 0)
     lm, vq = _load(args)
     cond = prepare_cond(lm, args.prompt, args.negative_prompt or "")
-    tokens = sample_tokens(lm, cond, seed=args.seed, batch_size=args.batch_size, cfg=args.cfg,
-                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                           progress=TerminalProgress("tokens"), progress_every=8)
+    tokens = sample_tokens(lm, cond, **settings, progress=TerminalProgress("tokens"), progress_every=8)
     images = decode_tokens(vq, tokens, progress=TerminalProgress("decode"))
-    out = Path(args.output)
     texts = [{"prompt": args.prompt, "negative_prompt": args.negative_prompt or "", "seed": str(seed),
               "settings": tokens.settings, "model": tokens.model, "software": f"janus_core {__version__}"}
              for seed in tokens.seeds]
-    for path in _save_pngs(images, out, texts):
+    first = max(first, _next_free(out))  # another run may have written meanwhile
+    for path in _save_pngs(images, out, first, texts):
         print(path)
     if args.save_tokens:
-        print(save_tokens(tokens, out / "tokens.safetensors"))
+        name = "tokens.safetensors" if not (out / "tokens.safetensors").exists() else f"tokens_{first:05d}.safetensors"
+        print(save_tokens(tokens, out / name))
     return 0
+
+
+def _next_free(out: Path) -> int:
+    from .files import next_number
+
+    return next_number(out)
 
 
 def cmd_decode(args) -> int:
@@ -88,34 +130,33 @@ def cmd_decode(args) -> int:
     from .vq import decode_tokens
 
     tokens = load_tokens(args.tokens)
+    out, first = _numbered_output(args.output, tokens.batch_size)
     _, vq = _load(args, need_lm=False)
     images = decode_tokens(vq, tokens, progress=TerminalProgress("decode"))
     texts = [{"prompt": tokens.prompt, "seed": json.dumps(s), "settings": tokens.settings, "model": tokens.model}
              for s in tokens.seeds]
-    for path in _save_pngs(images, Path(args.output), texts):
+    for path in _save_pngs(images, out, max(first, _next_free(out)), texts):
         print(path)
     return 0
 
 
 def cmd_encode(args) -> int:
-    import numpy as np
     import torch
-    from PIL import Image
 
+    from .files import check_new_file
+    from .images import read_image
     from .payloads import JanusTokens
     from .tokens_io import save_tokens
     from .vq import encode_images
 
+    arrays = [read_image(f, "--image") for f in args.image]  # every file is checked before the model loads
+    check_new_file(args.output, args.overwrite, len(arrays) * TOKENS_BYTES)
     _, vq = _load(args, with_encoder=True, need_lm=False)
-    arrays = []
-    for f in args.image:
-        with Image.open(f) as im:
-            arrays.append(torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0))
     # images of different sizes are encoded one at a time (each is resized / cropped to 384x384)
     parts = [encode_images(vq, a[None]) for a in arrays]
     tokens = JanusTokens(tokens=torch.cat([p.tokens for p in parts]), seeds=[None] * len(parts),
                          settings=parts[0].settings, model=parts[0].model)
-    print(save_tokens(tokens, args.output))
+    print(save_tokens(tokens, args.output, overwrite=args.overwrite))
     return 0
 
 
@@ -123,21 +164,22 @@ def cmd_convert(args) -> int:
     from safetensors.torch import save_file
 
     from .config import read_checkpoint_config
+    from .files import copy_file, prepare_output_dir, write_bytes, write_new_file
     from .weights import WeightReader
 
     src, dst = Path(args.model), Path(args.output)
     read_checkpoint_config(src)  # refuse unknown layouts early
     if dst.resolve() == src.resolve():
-        raise JanusError("--output must be a different folder from --model.")
-    if dst.exists() and any(dst.iterdir()):
-        raise JanusError(f"{dst} is not empty; choose a new folder (nothing is overwritten).")
+        raise SettingError("--output must be a different folder from --model.", input="output")
+    if dst.is_dir() and any(dst.iterdir()):
+        raise JanusError(f"{dst} is not empty; choose a new folder (nothing is overwritten).", input="output")
     reader = WeightReader(src)
     if all(f.suffix == ".safetensors" for f in reader.files):
-        raise JanusError(f"{src} already holds safetensors weights; nothing to convert.")
-    dst.mkdir(parents=True, exist_ok=True)
+        raise JanusError(f"{src} already holds safetensors weights; nothing to convert.", input="model")
+    prepare_output_dir(dst, sum(f.stat().st_size for f in reader.files))
     for f in src.iterdir():
         if f.is_file() and f.suffix in (".json", ".md", ".txt", ".model") and not f.name.endswith(".bin.index.json"):
-            shutil.copy2(f, dst / f.name)
+            copy_file(f, dst / f.name)
     n = len(reader.files)
     weight_map = {}
     by_file: dict = {}
@@ -146,12 +188,13 @@ def cmd_convert(args) -> int:
     for i, path in enumerate(reader.files):
         name = "model.safetensors" if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
         tensors = {k: reader.read(k).contiguous() for k in by_file.get(path, [])}
-        save_file(tensors, str(dst / name), metadata={"format": "pt"})
+        write_new_file(dst / name, lambda tmp, part=tensors: save_file(part, str(tmp), metadata={"format": "pt"}))
         weight_map.update({k: name for k in tensors})
         del tensors
         print(dst / name)
-    if n > 1:
-        (dst / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
+    if n > 1:  # the index last: a folder without it is visibly incomplete
+        index = json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1).encode()
+        write_bytes(dst / "model.safetensors.index.json", index)
     return 0
 
 
@@ -165,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--models-dir", default=None, help="where repo ids are downloaded (default: the hub cache)")
         sp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, ...")
         sp.add_argument("--vq-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-        sp.add_argument("--threads", type=int, default=None,
+        sp.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads for torch (default: torch's choice, one per core, the fastest here)")
         if lm:
             sp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
@@ -181,20 +224,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--top-k", type=int, default=0, help="0 = off")
     g.add_argument("--top-p", type=float, default=1.0, help="1.0 = off")
-    g.add_argument("--output", required=True, help="folder for 00000.png, 00001.png, ...")
-    g.add_argument("--save-tokens", action="store_true", help="also write OUTPUT/tokens.safetensors")
+    g.add_argument("--output", required=True,
+                   help="folder for 00000.png, 00001.png, ... (numbers continue after files already there)")
+    g.add_argument("--save-tokens", action="store_true",
+                   help="also write OUTPUT/tokens.safetensors (tokens_NNNNN.safetensors if that exists)")
     g.set_defaults(func=cmd_generate)
 
     d = sub.add_parser("decode", help="tokens.safetensors -> images (PNG)")
     model_args(d, lm=False)
     d.add_argument("--tokens", required=True)
-    d.add_argument("--output", required=True)
+    d.add_argument("--output", required=True, help="folder for the PNGs (numbers continue after files already there)")
     d.set_defaults(func=cmd_decode)
 
     e = sub.add_parser("encode", help="images -> tokens.safetensors (short side to 384, centre crop)")
     model_args(e, lm=False)
     e.add_argument("--image", required=True, nargs="+")
-    e.add_argument("--output", required=True)
+    e.add_argument("--output", required=True, help="the .safetensors file to write (an existing one is refused)")
+    e.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     e.set_defaults(func=cmd_encode)
 
     c = sub.add_parser("convert", help="original pytorch_model*.bin checkpoint -> safetensors, same layout")
@@ -205,16 +251,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "command", None) == "generate" and args.batch_size < 1:
-        print("error: --batch-size must be >= 1", file=sys.stderr)
-        return EXIT_ERROR
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
+    args = build_parser().parse_args(argv)  # usage errors: argparse prints "error: ..." and exits 2
     try:
+        threads = getattr(args, "threads", None)
+        if threads is not None:
+            import os
+
+            import torch
+
+            cores = os.cpu_count() or 1
+            if not 1 <= threads <= 4 * cores:
+                raise SettingError(f"--threads must be in 1..{4 * cores} (this machine has {cores} cores), got "
+                                   f"{threads}; leave it out for torch's choice.", input="threads")
+            torch.set_num_threads(threads)
         return args.func(args)
     except JanusError as exc:
+        TerminalProgress.finish_line()
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        TerminalProgress.finish_line()
+        print("interrupted: nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        TerminalProgress.finish_line()
+        print("error: out of memory; lower --batch-size or use a smaller --dtype.", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:
+        import torch
+
+        if not isinstance(exc, torch.OutOfMemoryError):
+            raise  # a bug: the traceback is what a report needs
+        TerminalProgress.finish_line()
+        print(f"error: out of memory on {args.device} ({str(exc).splitlines()[0]}); lower --batch-size or use a "
+              "smaller --dtype.", file=sys.stderr)
         return EXIT_ERROR

@@ -9,6 +9,7 @@ Two layouts exist (reference/janus-architecture.md §1.2 and §8): DeepSeek's or
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,40 +55,70 @@ class CheckpointConfig:
     raw: dict  # the parsed config.json, kept for identity and prompt-format detection
 
 
-def _rope_theta(cfg: dict) -> float:
+def _rope_theta(cfg: dict, where: str):
     # transformers 5 writes `rope_parameters`; older files write `rope_theta` (+ optional `rope_scaling`).
     params = cfg.get("rope_parameters") or {}
     scaling = cfg.get("rope_scaling") or None
+    if not isinstance(params, dict) or not isinstance(scaling or {}, dict):
+        raise CheckpointError(f"{where}: rope_parameters / rope_scaling must be JSON objects.")
     rope_type = params.get("rope_type") or (scaling or {}).get("rope_type") or (scaling or {}).get("type")
     if rope_type not in (None, "default"):
         raise CheckpointError(
             f"config.json asks for RoPE scaling type {rope_type!r}; only plain RoPE (as in every released "
             "Janus checkpoint) is supported."
         )
-    return float(params.get("rope_theta", cfg.get("rope_theta", _LLAMA_DEFAULTS["rope_theta"])))
+    return params.get("rope_theta", cfg.get("rope_theta", _LLAMA_DEFAULTS["rope_theta"]))
 
 
-def _lm_config(cfg: dict, where: str) -> LMConfig:
+_INT_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+             "max_position_embeddings")
+_LIMITS = {"vocab_size": 10_000_000, "hidden_size": 65536, "intermediate_size": 1 << 20, "num_hidden_layers": 1024,
+           "num_attention_heads": 1024, "max_position_embeddings": 1 << 24}
+
+
+def _positive_int(cfg: dict, key: str, where: str, default=None) -> int:
+    value = cfg.get(key)
+    if value is None:
+        value = default if default is not None else _LLAMA_DEFAULTS[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _LIMITS.get(key, 1 << 24):
+        raise CheckpointError(f"{where}: {key} must be a positive whole number, got {value!r} "
+                              f"({type(value).__name__}). The config is damaged or not a Janus config; re-download it.")
+    return value
+
+
+def _positive_float(cfg: dict, key: str, where: str, value=None) -> float:
+    if value is None:
+        value = cfg.get(key) if cfg.get(key) is not None else _LLAMA_DEFAULTS[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise CheckpointError(f"{where}: {key} must be a positive finite number, got {value!r} "
+                              f"({type(value).__name__}). The config is damaged; re-download it.")
+    return float(value)
+
+
+def _lm_config(cfg, where: str) -> LMConfig:
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{where}: the language model settings must be a JSON object, got {type(cfg).__name__}.")
     if cfg.get("hidden_act", "silu") != "silu":
         raise CheckpointError(f"{where}: hidden_act {cfg['hidden_act']!r} is not supported (Janus uses 'silu').")
-    get = lambda k: cfg.get(k) if cfg.get(k) is not None else _LLAMA_DEFAULTS[k]
-    heads = int(get("num_attention_heads"))
-    hidden = int(get("hidden_size"))
-    kv_heads = int(cfg.get("num_key_value_heads") or heads)
-    head_dim = int(cfg.get("head_dim") or hidden // heads)
+    ints = {k: _positive_int(cfg, k, where) for k in _INT_KEYS}
+    heads, hidden = ints["num_attention_heads"], ints["hidden_size"]
+    kv_heads = _positive_int(cfg, "num_key_value_heads", where, default=heads)
+    head_dim = _positive_int(cfg, "head_dim", where, default=max(1, hidden // heads))
     if heads % kv_heads:
         raise CheckpointError(f"{where}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}.")
+    if head_dim % 2:
+        raise CheckpointError(f"{where}: head_dim {head_dim} is odd; rotary embeddings need an even head size.")
     return LMConfig(
-        vocab_size=int(get("vocab_size")),
+        vocab_size=ints["vocab_size"],
         hidden_size=hidden,
-        intermediate_size=int(get("intermediate_size")),
-        num_layers=int(get("num_hidden_layers")),
+        intermediate_size=ints["intermediate_size"],
+        num_layers=ints["num_hidden_layers"],
         num_heads=heads,
         num_kv_heads=kv_heads,
         head_dim=head_dim,
-        rms_norm_eps=float(get("rms_norm_eps")),
-        rope_theta=_rope_theta(cfg),
-        max_position_embeddings=int(get("max_position_embeddings")),
+        rms_norm_eps=_positive_float(cfg, "rms_norm_eps", where),
+        rope_theta=_positive_float(cfg, "rope_theta", where, _rope_theta(cfg, where)),
+        max_position_embeddings=ints["max_position_embeddings"],
     )
 
 
@@ -103,6 +134,9 @@ def read_checkpoint_config(folder: str | Path) -> CheckpointConfig:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not valid JSON ({exc}). Re-download it.") from exc
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} must hold a JSON object (the model's settings), got a JSON "
+                              f"{type(raw).__name__}. The file is damaged or not a model config; re-download it.")
     model_type = raw.get("model_type")
     if model_type == "multi_modality":
         if "language_config" not in raw:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .config import read_checkpoint_config
-from .errors import CheckpointError
+from .errors import CheckpointError, DeviceError, SettingError
 from .model import JanusGenerator
 from .payloads import JanusLM, JanusVQ, ModelIdentity
 from .prompt import FORMATS, PromptTokenizer, detect_prompt_format
@@ -29,28 +29,64 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 LoadProgress = Callable[[int, int], None]
 
 
+def available_devices() -> list[str]:
+    """The devices torch can use on this machine, as `--device` accepts them."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if isinstance(device, torch.device):
-        return device
+    """auto: CUDA, then MPS, then the CPU. A device that does not exist or is not available here is refused with
+    the list of those that are (DeviceError)."""
     if device in (None, "", "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    have = ", ".join(["auto", *available_devices()])
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(str(device).strip())
+    except (RuntimeError, ValueError, TypeError):
+        raise DeviceError(f"device {device!r} is not a device name; available here: {have}.", input="device") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {str(dev)!r}: torch sees no CUDA GPU on this machine (a CPU-only torch build, "
+                              f"or no driver); available here: {have}.", input="device")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+                              f"available here: {have}.", input="device")
+        return dev
+    if dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise DeviceError(f"device 'mps': Apple's MPS is not available on this machine; available here: {have}.",
+                              input="device")
+        return dev
+    raise DeviceError(f"device {str(dev)!r} is not supported (Janus runs on cpu, cuda and mps); available here: "
+                      f"{have}.", input="device")
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     """auto: bf16 on CUDA with bf16 support, fp16 on MPS, fp32 otherwise."""
     if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise SettingError(f"dtype must be float32, bfloat16 or float16; got {dtype}.", input="dtype")
         return dtype
     if dtype in (None, "", "auto"):
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float16 if device.type == "mps" else torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be auto, float32, bfloat16 or float16; got {dtype!r}")
+        raise SettingError(f"dtype must be auto, float32, bfloat16 or float16; got {dtype!r}.", input="dtype")
+    if DTYPES[dtype] == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SettingError(f"dtype bfloat16 is not supported by this GPU ({torch.cuda.get_device_name(device)}); "
+                           "use float16 or auto.", input="dtype")
     return DTYPES[dtype]
 
 
@@ -122,9 +158,14 @@ class Checkpoint:
                                   "this checkpoint has no image tokenizer.")
         try:
             with bare_modules():
-                return VQModel(self.vq_shapes, with_encoder=with_encoder)
+                vq = VQModel(self.vq_shapes, with_encoder=with_encoder)
         except KeyError as exc:
             raise CheckpointError(f"{self.folder}: VQ tensor {exc.args[0]!r} missing.") from exc
+        errors = vq.shape_errors()
+        if errors:
+            raise CheckpointError(f"{self.folder}: the VQ tensors do not fit together: {'; '.join(errors[:3])}. The "
+                                  "weight files are damaged or mix different models; re-download them.")
+        return vq
 
     def _check_unexpected(self) -> None:
         """Every key must be one a task knows, in a component a task skips, or documented as unused."""
@@ -200,8 +241,13 @@ def build_generator(ckpt: Checkpoint, dtype, device, prompt_format: str = "auto"
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     if prompt_format not in (None, "", "auto") and prompt_format not in FORMATS:
-        raise ValueError(f"prompt_format must be auto, {' or '.join(FORMATS)}; got {prompt_format!r}")
+        raise SettingError(f"prompt_format must be auto, {' or '.join(FORMATS)}; got {prompt_format!r}.",
+                           input="prompt_format")
     tokenizer = ckpt.tokenizer
+    if tokenizer.max_id >= ckpt.config.lm.vocab_size:
+        raise CheckpointError(f"{ckpt.folder}: tokenizer.json produces ids up to {tokenizer.max_id}, but the model's "
+                              f"text embedding has only {ckpt.config.lm.vocab_size} rows (vocab_size in config.json). "
+                              "The tokenizer belongs to another model; re-download both from the same repo.")
     embed_key = ckpt.generator_sources["gen_embed.weight"][0]
     if embed_key not in ckpt.reader.shapes:
         raise CheckpointError(f"{ckpt.folder}: missing tensor {embed_key!r}; this checkpoint has no image "
@@ -235,6 +281,8 @@ def build_vq(ckpt: Checkpoint, dtype, device, with_encoder: bool = False,
 def load_generator(folder: str | Path | Checkpoint, dtype="auto", device="auto", prompt_format: str = "auto",
                    progress: LoadProgress | None = None) -> JanusLM:
     """Load the text-to-image language model of a checkpoint folder (JANUS_LM)."""
+    device = resolve_device(device)  # settings first: a wrong device fails before any file is read
+    dtype = resolve_dtype(dtype, device)
     with open_checkpoint(folder) as ckpt:
         return build_generator(ckpt, dtype, device, prompt_format, progress)
 
@@ -242,6 +290,8 @@ def load_generator(folder: str | Path | Checkpoint, dtype="auto", device="auto",
 def load_vq(folder: str | Path | Checkpoint, dtype="auto", device="auto", with_encoder: bool = False,
             progress: LoadProgress | None = None) -> JanusVQ:
     """Load the VQ-16 decoder (and the encoder when asked) of a checkpoint folder (JANUS_VQ)."""
+    device = resolve_device(device)
+    dtype = resolve_vq_dtype(dtype, device)
     with open_checkpoint(folder) as ckpt:
         return build_vq(ckpt, dtype, device, with_encoder, progress)
 
@@ -249,6 +299,8 @@ def load_vq(folder: str | Path | Checkpoint, dtype="auto", device="auto", with_e
 def load(folder: str | Path | Checkpoint, dtype="auto", device="auto", vq_dtype="auto", with_encoder: bool = False,
          prompt_format: str = "auto", progress: LoadProgress | None = None) -> tuple[JanusLM, JanusVQ]:
     """Both halves of text-to-image from one opened checkpoint (one pass over the weight files)."""
+    device = resolve_device(device)
+    dtype, vq_dtype = resolve_dtype(dtype, device), resolve_vq_dtype(vq_dtype, device)
     with open_checkpoint(folder) as ckpt:
         lm = build_generator(ckpt, dtype, device, prompt_format, progress)
         vq = build_vq(ckpt, vq_dtype, device, with_encoder)

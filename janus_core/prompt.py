@@ -12,8 +12,9 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from .errors import CheckpointError, PayloadError
-from .payloads import JanusCond, JanusLM
+from .errors import CheckpointError, PayloadError, SettingError
+from .payloads import NUM_IMAGE_TOKENS, JanusCond, JanusLM
+from .validate import text as check_text
 
 BOS = "<｜begin▁of▁sentence｜>"
 PAD = "<｜▁pad▁｜>"  # the reference's unconditional filler; NOT tokenizer.pad_token_id
@@ -41,6 +42,11 @@ class PromptTokenizer:
                 raise CheckpointError(f"{path}: token {text!r} missing; this is not a Janus tokenizer.")
         self.bos_id, self.pad_id, self.boi_id = ids["bos"], ids["pad"], ids["boi"]
 
+    @property
+    def max_id(self) -> int:
+        """The largest token id this tokenizer can produce."""
+        return max(self.tok.get_vocab(with_added_tokens=True).values())
+
     def has_token(self, text: str) -> bool:
         return self.tok.token_to_id(text) is not None
 
@@ -60,7 +66,8 @@ def detect_prompt_format(tokenizer: PromptTokenizer, config: dict, folder_name: 
 def render_prompt(text: str, prompt_format: str) -> str:
     """The reference's `deepseek` SFT template with an empty system prompt, then `<begin_of_image>`."""
     if prompt_format not in FORMATS:
-        raise ValueError(f"prompt_format must be one of {sorted(FORMATS)}, got {prompt_format!r}")
+        raise SettingError(f"prompt_format must be one of {sorted(FORMATS)}, got {prompt_format!r}.",
+                           input="prompt_format")
     user, assistant = FORMATS[prompt_format]
     text = text.strip()
     head = f"{user}: {text}\n\n" if text else f"{user}:"
@@ -73,8 +80,8 @@ def prepare_cond(lm: JanusLM, prompt: str, negative_prompt: str = "", prompt_for
     Empty `negative_prompt`: the reference's unconditional row (every token but BOS and the final
     `<begin_of_image>` replaced by the pad id). Otherwise the negative prompt in the same template.
     """
-    if not isinstance(prompt, str):
-        raise PayloadError(f"prompt must be text, got {type(prompt).__name__}")
+    check_text("prompt", prompt)
+    check_text("negative_prompt", negative_prompt)
     fmt = prompt_format or lm.prompt_format
     tok = lm.tokenizer
     cond = tok.encode(render_prompt(prompt, fmt))
@@ -82,6 +89,12 @@ def prepare_cond(lm: JanusLM, prompt: str, negative_prompt: str = "", prompt_for
         uncond = tok.encode(render_prompt(negative_prompt, fmt))
     else:
         uncond = [cond[0]] + [tok.pad_id] * (len(cond) - 2) + [cond[-1]]
+    positions = lm.model.cfg.max_position_embeddings
+    for name, ids in (("prompt", cond), ("negative_prompt", uncond)):
+        if len(ids) + NUM_IMAGE_TOKENS > positions:
+            raise PayloadError(f"{name} too long: {len(ids)} tokens + {NUM_IMAGE_TOKENS} image tokens exceed the "
+                               f"model's {positions} positions; shorten it to at most {positions - NUM_IMAGE_TOKENS} "
+                               "tokens (a few hundred words).", input=name)
     return JanusCond(
         cond_ids=tuple(cond),
         uncond_ids=tuple(uncond),

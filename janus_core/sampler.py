@@ -17,21 +17,27 @@ from collections.abc import Callable
 import torch
 
 from .errors import GenerationCancelled, PayloadError
+from .memory import check_fits, sampling_bytes
 from .model import KVCache, rope_tables
 from .payloads import GRID, NUM_IMAGE_TOKENS, JanusCond, JanusLM, JanusTokens
 from .sampling import cfg_mix, draw, fill_noise, probabilities
+from .validate import integer, sampler_settings
 
 ProgressFn = Callable[[int, int, torch.Tensor], None]  # (step done, total, tokens so far [B, step])
 SEED_MOD = 2**64
 
 
 def check_cond(lm: JanusLM, cond: JanusCond) -> None:
+    if not isinstance(lm, JanusLM):
+        raise PayloadError(f"lm must be a JanusLM (from load / Janus Model Loader), got {type(lm).__name__}.",
+                           input="lm")
     if not isinstance(cond, JanusCond):
-        raise PayloadError(f"cond must be a JanusCond (from Janus Prompt), got {type(cond).__name__}.")
+        raise PayloadError(f"cond must be a JanusCond (from Janus Prompt), got {type(cond).__name__}.", input="cond")
     if cond.tokenizer_id != lm.tokenizer.id:
         raise PayloadError(
             f"cond was made by the tokenizer of {cond.model_name!r}, which differs from the tokenizer of "
-            f"{lm.identity.name!r}. Connect the Janus Prompt node to the same model loader as the sampler."
+            f"{lm.identity.name!r}. Connect the Janus Prompt node to the same model loader as the sampler.",
+            input="cond",
         )
 
 
@@ -46,22 +52,51 @@ def _rows(cond: JanusCond, batch: int, device) -> tuple[torch.Tensor, torch.Tens
     return ids.to(device), pad
 
 
+def _grid_payload(name: str, value, batch: int, *, is_mask: bool) -> torch.Tensor:
+    """init_tokens / keep_mask as [B, 576]: a tensor of [N, 24, 24] or [N, 576] with N = 1 or batch."""
+    if not isinstance(value, torch.Tensor):
+        raise PayloadError(f"{name} must be a tensor [B, 24, 24], got {type(value).__name__}.", input=name)
+    t = value
+    if t.dim() == 2 and t.shape == (GRID, GRID):
+        t = t[None]
+    if not ((t.dim() == 3 and tuple(t.shape[1:]) == (GRID, GRID)) or (t.dim() == 2 and t.shape[1] == NUM_IMAGE_TOKENS)):
+        raise PayloadError(f"{name} has shape {tuple(value.shape)}; expected [B, {GRID}, {GRID}] or "
+                           f"[B, {NUM_IMAGE_TOKENS}] with B = 1 or batch_size {batch}.", input=name)
+    if t.shape[0] not in (1, batch):
+        raise PayloadError(f"{name} has batch {t.shape[0]}; expected 1 or batch_size {batch}.", input=name)
+    t = t.reshape(t.shape[0], NUM_IMAGE_TOKENS)
+    if is_mask:
+        if t.dtype != torch.bool:
+            if t.dtype.is_complex or not bool(((t == 0) | (t == 1)).all()):
+                raise PayloadError(f"{name} must be boolean (True = keep), or 0/1 values; got {t.dtype} with other "
+                                   "values.", input=name)
+            t = t.bool()
+    elif t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise PayloadError(f"{name} must hold integer codebook indices, got {t.dtype}.", input=name)
+    return t.expand(batch, -1).cpu()
+
+
 def check_init(init_tokens, keep_mask, batch: int, codebook: int):
     if init_tokens is None and keep_mask is None:
         return None, None
     if init_tokens is None or keep_mask is None:
-        raise PayloadError("init_tokens and keep_mask go together: give both or neither.")
-    init = torch.as_tensor(init_tokens).reshape(-1, NUM_IMAGE_TOKENS).long()
-    keep = torch.as_tensor(keep_mask).reshape(-1, NUM_IMAGE_TOKENS).bool()
-    if init.shape[0] == 1:
-        init = init.expand(batch, -1)
-    if keep.shape[0] == 1:
-        keep = keep.expand(batch, -1)
-    if init.shape[0] != batch or keep.shape[0] != batch:
-        raise PayloadError(f"init_tokens/mask have batch {init.shape[0]}/{keep.shape[0]}; expected 1 or {batch}.")
+        missing = "init_tokens" if init_tokens is None else "keep_mask"
+        raise PayloadError("init_tokens and keep_mask go together: give both or neither.", input=missing)
+    init = _grid_payload("init_tokens", init_tokens, batch, is_mask=False).long()
+    keep = _grid_payload("keep_mask", keep_mask, batch, is_mask=True)
     if int(init.min()) < 0 or int(init.max()) >= codebook:
-        raise PayloadError(f"init_tokens hold indices outside the codebook 0..{codebook - 1}.")
+        raise PayloadError(f"init_tokens hold indices outside the codebook 0..{codebook - 1} (min {int(init.min())}, "
+                           f"max {int(init.max())}): they come from another model.", input="init_tokens")
     return init, keep
+
+
+def check_sampling_memory(lm: JanusLM, batch: int, prompt_len: int) -> None:
+    """Refuse a batch whose KV cache + activations cannot fit, before allocating anything."""
+    model = lm.model
+    per = sampling_bytes(model.cfg, model.image_vocab, 1, prompt_len, lm.dtype)
+    need = sampling_bytes(model.cfg, model.image_vocab, batch, prompt_len, lm.dtype)
+    check_fits("sampling", need, lm.device, per, batch, "batch_size",
+               "Lower batch_size, use a smaller dtype (bfloat16 / float16), or free memory.")
 
 
 @torch.inference_mode()
@@ -88,22 +123,26 @@ def sample_tokens(
     given token, the rest are sampled (the random streams advance identically either way).
     `should_cancel` is polled between steps; True raises GenerationCancelled after freeing the cache.
     """
+    settings = sampler_settings(seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature, top_k=top_k,
+                                top_p=top_p)
+    seed, batch_size, cfg, temperature, top_k, top_p = (settings[k] for k in (
+        "seed", "batch_size", "cfg", "temperature", "top_k", "top_p"))
+    progress_every = integer("progress_every", progress_every, 1, NUM_IMAGE_TOKENS)
     check_cond(lm, cond)
-    if batch_size < 1:
-        raise PayloadError(f"batch_size must be >= 1, got {batch_size}")
-    if temperature < 0:
-        raise PayloadError(f"temperature must be >= 0, got {temperature}")
     model, cfg_lm, device = lm.model, lm.model.cfg, lm.device
     init, keep = check_init(init_tokens, keep_mask, batch_size, model.image_vocab)
+    prompt_len = max(len(cond.cond_ids), len(cond.uncond_ids))
+    max_len = prompt_len + NUM_IMAGE_TOKENS
+    if max_len > cfg_lm.max_position_embeddings:
+        longest = "prompt" if len(cond.cond_ids) >= len(cond.uncond_ids) else "negative_prompt"
+        raise PayloadError(f"{longest} too long: {prompt_len} tokens + 576 image tokens exceed the model's "
+                           f"{cfg_lm.max_position_embeddings} positions. Shorten it.", input=longest)
+    check_sampling_memory(lm, batch_size, prompt_len)
     if init is not None:
         init, keep = init.to(device), keep.to(device)
 
     ids, pad = _rows(cond, batch_size, device)
-    rows, prompt_len = ids.shape
-    max_len = prompt_len + NUM_IMAGE_TOKENS
-    if max_len > cfg_lm.max_position_embeddings:
-        raise PayloadError(f"prompt too long: {prompt_len} tokens + 576 image tokens exceed the model's "
-                           f"{cfg_lm.max_position_embeddings} positions. Shorten the prompt.")
+    rows = ids.shape[0]
 
     positions = torch.arange(max_len, device=device)
     if pad is None:

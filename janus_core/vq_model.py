@@ -121,6 +121,22 @@ class Coder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(x)))
 
 
+def _coder_stages(coder: Coder) -> list[tuple[str, int, int]]:
+    """(name, channels in, channels out) of each stage, in the order Coder.forward runs them."""
+    mid = [("mid", coder.mid[0].conv1.in_channels, coder.mid[2].conv2.out_channels)]
+    levels = []
+    for i, level in enumerate(coder.conv_blocks):
+        for j, res in enumerate(level.res):
+            levels.append((f"conv_blocks.{i}.res.{j}", res.conv1.in_channels, res.conv2.out_channels))
+        resample = getattr(level, level._resample_name)
+        if resample is not None:
+            levels.append((f"conv_blocks.{i}.{level._resample_name}", resample.conv.in_channels,
+                           resample.conv.out_channels))
+    body = mid + levels if coder.decoder else levels + mid
+    return [("conv_in", coder.conv_in.in_channels, coder.conv_in.out_channels), *body,
+            ("conv_out", coder.norm_out.num_channels, coder.conv_out.out_channels)]
+
+
 def _coder_from_shapes(shapes: dict[str, tuple], prefix: str, decoder: bool) -> Coder:
     levels = sorted({int(m.group(1)) for k in shapes if (m := re.match(re.escape(prefix) + r"conv_blocks\.(\d+)\.", k))})
     specs = []
@@ -154,6 +170,32 @@ class VQModel(nn.Module):
             self.quant_conv = nn.Conv2d(shapes["quant_conv.weight"][1], d, 1)
         else:
             self.encoder = self.quant_conv = None
+
+    def shape_errors(self) -> list[str]:
+        """Where consecutive tensors disagree on channel counts (each tensor alone can look right): a checkpoint
+        assembled from different models would otherwise fail deep inside a forward pass."""
+        errors = []
+
+        def chain(prefix: str, stages, c_in: int, c_out: int):
+            c = c_in
+            for name, a, b in stages:
+                if a != c:
+                    errors.append(f"{prefix}{name} takes {a} channels but receives {c}")
+                c = b
+            if c != c_out:
+                errors.append(f"{prefix} ends with {c} channels, expected {c_out}")
+
+        chain("decoder.", [("post_quant_conv", self.post_quant_conv.in_channels, self.post_quant_conv.out_channels),
+                           *_coder_stages(self.decoder)], self.code_dim, 3)
+        if self.downsample_factor != 16:
+            errors.append(f"decoder upsamples by {self.downsample_factor}, expected 16 (24x24 tokens -> 384 px)")
+        if self.encoder is not None:
+            chain("encoder.", [*_coder_stages(self.encoder),
+                               ("quant_conv", self.quant_conv.in_channels, self.quant_conv.out_channels)], 3,
+                  self.code_dim)
+        groups = [m for m in self.modules() if isinstance(m, nn.GroupNorm) and m.num_channels % m.num_groups]
+        errors += [f"a GroupNorm over {m.num_channels} channels (not a multiple of 32)" for m in groups[:1]]
+        return errors
 
     def codebook(self) -> torch.Tensor:
         return F.normalize(self.quantize.embedding.weight, p=2, dim=-1)

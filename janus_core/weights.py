@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import pickle
 import re
 import struct
@@ -38,10 +39,15 @@ WEIGHT_FILE_PATTERNS = (
 
 CHUNK_BYTES = 16 << 20
 
+def _elem_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
 class _SafetensorsFile:
     def __init__(self, path: Path):
         self.path = path
         size = path.stat().st_size
+        damaged = "the download is probably truncated or corrupt; delete and re-download it."
         try:
             with open(path, "rb") as f:
                 (n,) = struct.unpack("<Q", f.read(8))
@@ -49,21 +55,43 @@ class _SafetensorsFile:
                     raise ValueError("header length beyond end of file")
                 header = json.loads(f.read(n))
         except (struct.error, ValueError) as exc:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); the download is probably "
-                                  "truncated or corrupt, delete and re-download it.") from exc
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); {damaged}") from exc
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{path}: malformed safetensors header (a JSON {type(header).__name__}, not an "
+                                  f"object); {damaged}")
         self.data_start = 8 + n
         self._staging = None
         self.entries = {}
         for key, meta in header.items():
             if key == "__metadata__":
                 continue
-            begin, end = meta["data_offsets"]
-            if self.data_start + end > size:
-                raise CheckpointError(f"{path}: truncated file (tensor {key!r} ends at byte {self.data_start + end}, "
-                                      f"file has {size}). Delete and re-download it.")
-            if meta["dtype"] not in _ST_DTYPES:
-                raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {meta['dtype']}.")
-            self.entries[key] = (tuple(meta["shape"]), _ST_DTYPES[meta["dtype"]], begin, end)
+            self.entries[key] = self._entry(key, meta, size - self.data_start, damaged)
+
+    def _entry(self, key: str, meta, data_size: int, damaged: str) -> tuple:
+        """(shape, dtype, begin, end) of one header entry, checked against the file size and the shape."""
+        where = f"{self.path}: tensor {key!r}"
+        if not isinstance(meta, dict) or not {"dtype", "shape", "data_offsets"} <= meta.keys():
+            raise CheckpointError(f"{where}: malformed header entry (needs dtype, shape and data_offsets); {damaged}")
+        shape, offsets = meta["shape"], meta["data_offsets"]
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                  for d in shape):
+            raise CheckpointError(f"{where}: malformed shape {shape!r}; {damaged}")
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1]):
+            raise CheckpointError(f"{where}: malformed data_offsets {offsets!r}; {damaged}")
+        if meta["dtype"] not in _ST_DTYPES:
+            raise CheckpointError(f"{where}: unsupported dtype {meta['dtype']!r}.")
+        dtype = _ST_DTYPES[meta["dtype"]]
+        begin, end = offsets
+        if self.data_start + end > self.data_start + data_size:
+            raise CheckpointError(f"{self.path}: truncated file (tensor {key!r} ends at byte {self.data_start + end}, "
+                                  f"file has {self.data_start + data_size}). Delete and re-download it.")
+        need = math.prod(shape) * _elem_size(dtype)
+        if end - begin != need:
+            raise CheckpointError(f"{where}: its byte range holds {end - begin} bytes but shape {shape} of "
+                                  f"{meta['dtype']} needs {need}; {damaged}")
+        return tuple(shape), dtype, begin, end
 
     def read(self, key: str) -> torch.Tensor:
         shape, dtype, _, _ = self.entries[key]
@@ -95,9 +123,22 @@ class _SafetensorsFile:
                 dest[r0 : r0 + rows].copy_(raw.view(dtype).view(rows, *shape[1:]))
 
 
+_PICKLE_PROTOCOL = re.compile(rb"^\x80[\x02-\x05]")
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """A torch.save file is a zip archive (torch >= 1.6) or a raw pickle (the legacy format)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or bool(_PICKLE_PROTOCOL.match(head))
+
+
 class _PickleFile:
     def __init__(self, path: Path):
         self.path = path
+        damaged = "it is probably truncated or corrupt; delete and re-download it."
+        if path.stat().st_size == 0 or not _looks_like_torch_file(path):
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); {damaged}")
         try:
             try:
                 sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -107,13 +148,15 @@ class _PickleFile:
                 # legacy (pre-zip) pickle format cannot be memory-mapped
                 sd = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            raise CheckpointError(
-                f"{path}: refused to load: it holds objects other than plain tensors, and pickles are only read "
-                f"with weights_only=True ({str(exc).splitlines()[0]}). Use a safetensors copy of this checkpoint."
-            ) from exc
-        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-            raise CheckpointError(f"{path}: cannot read this pickle ({exc}); it is probably truncated or corrupt, "
-                                  "delete and re-download it.") from exc
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "weights only" in str(exc).lower() and ("global" in str(exc).lower() or "unsupported" in str(exc).lower()):
+                raise CheckpointError(
+                    f"{path}: refused to load: it holds objects other than plain tensors, and pickles are only read "
+                    f"with weights_only=True ({first}). Use a safetensors copy of this checkpoint."
+                ) from exc
+            raise CheckpointError(f"{path}: cannot read this pickle ({first}); {damaged}") from exc
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: cannot read this pickle ({exc}); {damaged}") from exc
         if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
             raise CheckpointError(f"{path}: expected a dict of tensors (a state dict), got {type(sd).__name__}.")
         self.sd = sd
@@ -135,9 +178,19 @@ def find_weight_files(folder: Path) -> list[Path]:
         if not name.endswith(".index.json"):
             return [p]
         try:
-            weight_map = json.loads(p.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{p}: not a valid shard index ({exc}).") from exc
+            index = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{p}: not a valid shard index ({exc}); re-download it.") from exc
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{p}: not a valid shard index: it needs a non-empty 'weight_map' object "
+                                  "(tensor name -> shard file); re-download it.")
+        suffix = Path(name[: -len(".index.json")]).suffix  # .safetensors or .bin
+        for key, shard in weight_map.items():
+            # plain file names only: an index must not point outside its folder
+            if not isinstance(shard, str) or Path(shard).name != shard or not shard.endswith(suffix):
+                raise CheckpointError(f"{p}: weight_map entry {key!r} -> {shard!r} is not a shard file name in this "
+                                      "folder; re-download the index.")
         files = sorted({folder / f for f in weight_map.values()})
         missing = [f.name for f in files if not f.is_file()]
         if missing:
