@@ -22,7 +22,7 @@ def save_tokens(tokens: JanusTokens, path: str | Path, overwrite: bool = False) 
     """Write `tokens` to a new .safetensors file, atomically (temporary name, then linked into place).
     An existing file is refused (OutputError) unless `overwrite`."""
     if not isinstance(tokens, JanusTokens):
-        raise PayloadError(f"tokens must be JANUS_TOKENS, got {type(tokens).__name__}.", input="tokens")
+        raise PayloadError(f"tokens must be JANUS_TOKENS, got {type(tokens).__name__}.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {name: json.dumps(getattr(tokens, name), default=str) for name in _META_FIELDS}
@@ -34,23 +34,23 @@ def save_tokens(tokens: JanusTokens, path: str | Path, overwrite: bool = False) 
 def load_tokens(path: str | Path) -> JanusTokens:
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise PayloadError(f"{path.name}: token files must be .safetensors.", input="tokens")
+        raise PayloadError(f"{path.name}: token files must be .safetensors.")
     if not path.is_file():
-        raise PayloadError(f"{path}: no such token file.", input="tokens")
+        raise PayloadError(f"{path}: no such token file.")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types across versions
         raise PayloadError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
-                           "it is truncated or not a token file.", input="tokens") from None
+                           "it is truncated or not a token file.") from None
     if "tokens" not in tensors:
         raise PayloadError(f"{path.name} holds no 'tokens' tensor (found: {', '.join(tensors) or 'none'}); "
-                           "it was not written by Save Janus Tokens / --save-tokens.", input="tokens")
+                           "it was not written by Save Janus Tokens / --save-tokens.")
     t = tensors["tokens"]
     if t.dim() != 3 or tuple(t.shape[1:]) != (24, 24) or t.dtype.is_floating_point:
         raise PayloadError(f"{path.name}: 'tokens' has shape {tuple(t.shape)} and dtype {t.dtype}; expected integer "
-                           "[B, 24, 24] (384x384 images).", input="tokens")
+                           "[B, 24, 24] (384x384 images).")
     fields = {}
     for name in _META_FIELDS:
         try:

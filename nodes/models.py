@@ -22,7 +22,9 @@ import torch
 from ..janus_core import fit_token_palette, id_palette, load, load_generator, load_vq
 from ..janus_core.errors import CheckpointError
 from ..janus_core.hub import KNOWN_REPOS, is_complete, local_name, resolve_model
+from ..janus_core.loader import resolve_device as core_resolve_device
 from . import host
+from .errors import for_input, input_error
 
 DTYPE_CHOICES = ["auto", "bfloat16", "float16", "float32"]
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
@@ -86,19 +88,15 @@ def resolve_checkpoint(model: str, tqdm_class=None) -> Path:
 def resolve_device(device: str) -> torch.device:
     if device in (None, "", "auto"):
         return host.auto_device()
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError("Janus Model Loader: device 'cuda' was chosen but torch sees no CUDA GPU; pick auto or cpu.")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise CheckpointError("Janus Model Loader: device 'mps' was chosen but MPS is not available; pick auto or cpu.")
-    return dev
+    with for_input("Janus Model Loader", "device"):
+        return core_resolve_device(device)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype in (None, "", "auto"):
         return host.auto_dtype(device)
     if dtype not in _DTYPES:
-        raise CheckpointError(f"Janus Model Loader: dtype must be one of {', '.join(DTYPE_CHOICES)}; got {dtype!r}.")
+        raise input_error("Janus Model Loader", "dtype", f"must be one of {', '.join(DTYPE_CHOICES)}; got {dtype!r}.")
     return _DTYPES[dtype]
 
 

@@ -34,5 +34,5 @@ class JanusARPrompt:
         if not hasattr(lm, "tokenizer") or not hasattr(lm, "identity"):
             raise input_error("Janus Prompt", "lm", f"expected JANUS_LM from Janus Model Loader, got "
                                                     f"{type(lm).__name__}.")
-        with for_input("Janus Prompt", "lm"):
+        with for_input("Janus Prompt", "prompt"):
             return (prepare_cond(lm, prompt, negative_prompt or ""),)

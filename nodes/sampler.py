@@ -14,7 +14,8 @@ from ..janus_core import (
     sample_tokens,
     token_preview,
 )
-from ..janus_core.sampler import check_cond
+from ..janus_core.sampler import check_cond, check_sampling_memory
+from ..janus_core.validate import sampler_settings
 from ..janus_core.vq import check_tokens
 from . import events, host, models
 from .errors import for_input, input_error
@@ -23,8 +24,8 @@ NODE = "Janus Token Sampler"
 PROGRESS_EVERY = 4  # tokens per progress update (each update is also a cancel point in the editor)
 PREVIEW_EVERY = GRID  # one preview per row of 24 tokens at most ...
 PREVIEW_MIN_INTERVAL_S = 0.25  # ... and at most four per second
-PREVIEW_MAX_SIZE = 512
 PREVIEW_SIZE = 384  # 16 px per token, like the decoded image
+PREVIEW_MAX_SIZE = PREVIEW_SIZE  # the editor scales previews up to fit this box: a larger one mislabels the size
 
 
 def mask_to_regenerate(mask: torch.Tensor) -> torch.Tensor:
@@ -35,11 +36,13 @@ def mask_to_regenerate(mask: torch.Tensor) -> torch.Tensor:
     if not isinstance(mask, torch.Tensor):
         raise input_error(NODE, "mask", f"expected a MASK tensor, got {type(mask).__name__}.")
     m = mask.float()
+    if not bool(torch.isfinite(m).all()):
+        raise input_error(NODE, "mask", "holds NaN or infinite values; fix the node that made the mask.")
     if m.dim() == 2:
         m = m[None]
     if m.dim() == 4 and m.shape[-1] == 1:
         m = m[..., 0]
-    if m.dim() != 3 or m.shape[-1] == 0 or m.shape[-2] == 0:
+    if m.dim() != 3 or 0 in m.shape:
         raise input_error(NODE, "mask", f"expected a MASK [B, H, W], got shape {tuple(mask.shape)}.")
     h, w = m.shape[-2:]
     s = min(h, w)
@@ -138,8 +141,11 @@ class JanusARSampler:
                unique_id=None):
         with for_input(NODE, "cond"):
             check_cond(lm, cond)
-        if not temperature > 0:
-            raise input_error(NODE, "temperature", f"must be > 0, got {temperature}.")
+            settings = sampler_settings(seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature,
+                                        top_k=top_k, top_p=top_p)
+        if settings["temperature"] == 0:
+            raise input_error(NODE, "temperature", "must be > 0 (at least 0.01); the node samples, it is not greedy.")
+        batch_size = settings["batch_size"]
         init = keep = None
         if init_tokens is not None or mask is not None:
             if init_tokens is None:
@@ -154,15 +160,15 @@ class JanusARSampler:
             for name, t in (("init_tokens", init), ("mask", keep)):
                 if t.shape[0] not in (1, batch_size):
                     raise input_error(NODE, name, f"has batch {t.shape[0]}; expected 1 or batch_size {batch_size}.")
+        with for_input(NODE, "batch_size"):  # refuse a batch that cannot fit before moving the model
+            check_sampling_memory(lm, batch_size, max(len(cond.cond_ids), len(cond.uncond_ids)))
 
         models.ensure_on_device(lm)
         palette, _ = models.palette_for(lm.identity.as_dict(), lm.model.image_vocab)
         progress = _Progress(unique_id, batch_size, palette)
         state, failure = "error", None
         try:
-            tokens = sample_tokens(lm, cond, seed=int(seed), batch_size=int(batch_size), cfg=float(cfg),
-                                   temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                                   init_tokens=init, keep_mask=keep, progress=progress,
+            tokens = sample_tokens(lm, cond, **settings, init_tokens=init, keep_mask=keep, progress=progress,
                                    progress_every=PROGRESS_EVERY, should_cancel=host.interrupted)
             state = "success"
         except GenerationCancelled as exc:

@@ -9,6 +9,7 @@ import re
 import torch
 
 from ..janus_core import GRID, JanusTokens, token_preview
+from ..janus_core.errors import OutputError
 from ..janus_core.tokens_io import load_tokens, save_tokens
 from ..janus_core.vq import check_tokens
 from . import host, models
@@ -139,7 +140,8 @@ def resolve_token_file(name: str) -> str:
 
 
 def save_tokens_file(tokens: JanusTokens, path: str) -> None:
-    save_tokens(tokens, path)
+    """Atomically, never replacing an existing file (OutputError if `path` is taken)."""
+    save_tokens(tokens, path, overwrite=False)
 
 
 def load_tokens_file(path: str) -> JanusTokens:
@@ -184,9 +186,18 @@ class JanusARSaveTokens:
         if os.path.isabs(prefix) or not name or not _inside(out, os.path.join(folder, name)):
             raise input_error(node, "filename_prefix", f"{filename_prefix!r} must be a relative name inside the "
                                                        "output folder.")
-        os.makedirs(folder, exist_ok=True)
-        file = f"{name}_{_next_counter(folder, name):05}_.safetensors"
-        save_tokens_file(tokens, os.path.join(folder, file))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise input_error(node, "filename_prefix", f"cannot create the folder {folder} ({exc.strerror}).") from exc
+        for _ in range(100):  # another save may take the number between the scan and the write: take the next
+            file = f"{name}_{_next_counter(folder, name):05}_.safetensors"
+            try:
+                save_tokens_file(tokens, os.path.join(folder, file))
+                break
+            except OutputError as exc:
+                if not os.path.exists(os.path.join(folder, file)):
+                    raise input_error(node, "filename_prefix", str(exc)) from exc
         return {"ui": {"janus_tokens_files": [{"filename": file, "subfolder": sub, "type": "output"}]}}
 
 

@@ -14,6 +14,8 @@ from .sampler import _oom_message
 def _batch_image(image, node: str) -> torch.Tensor:
     """IMAGE (or a list of IMAGEs) -> one [B, H, W, 3] tensor; mixed sizes are refused, naming the input."""
     if isinstance(image, (list, tuple)):
+        if not image or not all(isinstance(x, torch.Tensor) for x in image):
+            raise input_error(node, "image", "expected an IMAGE (a tensor [B, H, W, 3]) or a list of them.")
         shapes = {tuple(x.shape[-3:]) for x in image}
         if len(shapes) > 1:
             raise input_error(node, "image", f"the batch mixes image sizes {sorted(shapes)}; scale or crop them to "
@@ -22,7 +24,7 @@ def _batch_image(image, node: str) -> torch.Tensor:
     if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[-1] not in (3, 4):
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise input_error(node, "image", f"expected an IMAGE [B, H, W, 3], got {shape}.")
-    return image
+    return image[..., :3]  # an RGBA tensor (some packs pass one): the editor keeps alpha as a separate MASK
 
 
 class JanusARDecode:
