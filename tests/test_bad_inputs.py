@@ -473,6 +473,7 @@ def test_full_disk_leaves_nothing_behind(tiny_fs, tmp_path, monkeypatch):
         folder.mkdir()
 
         def half_then_full(tmp):
+            assert tmp.parent == folder and not (folder / "00000.png").exists()  # never under the final name
             tmp.write_bytes(b"x" * 1000)
             raise OSError(errno.ENOSPC, "No space left on device")
         with pytest.raises(OutputError, match="the disk is full"):
@@ -510,6 +511,8 @@ def test_crash_while_writing_a_png_leaves_no_partial_file(tmp_path, monkeypatch)
     from janus_core.cli import _save_pngs
 
     def crash(self, fp, *a, **k):
+        # written under a temporary name in the same folder: a hard kill here leaves no 00000.png at all
+        assert Path(fp).parent == tmp_path and Path(fp).name != "00000.png" and not (tmp_path / "00000.png").exists()
         Path(fp).write_bytes(b"\x89PNG half")
         raise KeyboardInterrupt
     monkeypatch.setattr(Image.Image, "save", crash)
