@@ -236,9 +236,14 @@ def answer_ids(
 ) -> list[list[int]]:
     """The generated token ids per image (EOS not included). See `describe`."""
     pictures = as_image_list(images)
-    questions = [question] * len(pictures) if isinstance(question, str) else question
-    if not isinstance(questions, Sequence) or len(questions) != len(pictures):
-        raise PayloadError(f"question: give one text, or one per image ({len(pictures)}).")
+    if isinstance(question, str):
+        questions = [question] * len(pictures)
+    elif isinstance(question, Sequence) and not isinstance(question, bytes):
+        questions = list(question)
+        if len(questions) != len(pictures):
+            raise PayloadError(f"question: give one text, or one per image ({len(pictures)}); got {len(questions)}.")
+    else:
+        raise PayloadError(f"question must be text (or a list of texts, one per image), got {type(question).__name__}.")
     for i, q in enumerate(questions):
         check_text(q, "question" if isinstance(question, str) else f"question[{i}]")
     if system_prompt is not None:
