@@ -212,7 +212,8 @@ def _check_number(value, what: str, low: float, high: float, low_open: bool = Fa
     return float(value)
 
 
-def _check_settings(temperature, top_p, max_new_tokens) -> None:
+def check_settings(temperature, top_p, max_new_tokens) -> None:
+    """The sampling settings' ranges (PayloadError naming the one that is off)."""
     _check_number(temperature, "temperature", 0.0, MAX_TEMPERATURE)
     _check_number(top_p, "top_p", 0.0, 1.0, low_open=True)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -248,7 +249,7 @@ def answer_ids(
         check_text(q, "question" if isinstance(question, str) else f"question[{i}]")
     if system_prompt is not None:
         check_text(system_prompt, "system_prompt", allow_empty=True)
-    _check_settings(temperature, top_p, max_new_tokens)
+    check_settings(temperature, top_p, max_new_tokens)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise PayloadError(f"seed must be a whole number, got {seed!r}.")
 
