@@ -152,3 +152,24 @@ test("inspector uses a canvas custom widget when addCustomWidget exists, never s
   w.mouse({ type: "pointerdown" }, [0, 0], node);
   assert.equal(node.properties.janus_colour_mode, "id");
 });
+
+test("describe answers show on the node (canvas fallback), one block per image, never serialized", () => {
+  const node = new FakeNode(21, "JanusARDescribe");
+  node.widgets = [];
+  node.addCustomWidget = (w) => {
+    node.widgets.push(w);
+    return w;
+  };
+  registered[0].nodeCreated(node);
+  assert.equal(node.widgets.length, 1);
+  assert.equal(node.widgets[0].serialize, false);
+  node.onExecuted({ text: ["a red <b>chair</b>"] });
+  assert.equal(node.__janusAnswer, "a red <b>chair</b>"); // plain text, drawn with fillText
+  const ctx = recordingCtx();
+  node.widgets[0].draw(ctx, node, 300, 10);
+  assert.deepEqual(ctx.calls.filter((c) => c[0] === "fillText").map((c) => c[1]), ["a red <b>chair</b>"]);
+  node.onExecuted({ text: ["one", "two"] });
+  assert.equal(node.__janusAnswer, "[image 1]\none\n\n[image 2]\ntwo");
+  node.onExecuted({ janus_grid: [] }); // another output shape: ignored
+  assert.equal(mod.answerText(null), "");
+});
