@@ -221,7 +221,7 @@ def check_settings(temperature, top_p, max_new_tokens) -> None:
 
 
 @torch.inference_mode()
-def answer_ids(
+def describe(
     lm: JanusLM,
     images,
     question: str | Sequence[str],
@@ -234,8 +234,17 @@ def answer_ids(
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
     understanding: JanusUnderstanding | None = None,
-) -> list[list[int]]:
-    """The generated token ids per image (EOS not included). See `describe`."""
+    return_ids: bool = False,
+) -> list[str] | list[list[int]]:
+    """Answer `question` about each image; one string per image, decoded whole (special tokens skipped).
+
+    images: the editor's IMAGE [B, H, W, C] (floats 0..1), one PIL image / array, or a list of them (any size
+    and mode). question: one text for every image, or one per image. temperature 0 = greedy; otherwise
+    temperature + top-p (1 = off) sampling, image i seeded `seed + i`. system_prompt None = the official
+    processor's default, "" = none. `progress(step, max_new_tokens, tokens)` is called per token;
+    `should_cancel()` is polled per token and True raises GenerationCancelled after freeing the cache.
+    The tower, aligner and text head are loaded from `lm.identity.path` on the first call (or pass
+    `understanding=load_understanding(...)`). return_ids: the token ids per image (EOS excluded) instead."""
     pictures = as_image_list(images)
     if isinstance(question, str):
         questions = [question] * len(pictures)
@@ -315,36 +324,13 @@ def answer_ids(
     finally:
         cache.release()  # a cancel or an error leaves no cache alive
         del cache
-    answers = []
-    for row in out[:, :steps].cpu().tolist():
-        answers.append(row[: row.index(eos_id)] if eos_id in row else row)
-    return answers
+    answers = [row[: row.index(eos_id)] if eos_id in row else row for row in out[:, :steps].cpu().tolist()]
+    if return_ids:
+        return answers
+    return [lm.tokenizer.tok.decode(row, skip_special_tokens=True) for row in answers]
 
 
-def describe(
-    lm: JanusLM,
-    images,
-    question: str | Sequence[str],
-    *,
-    seed: int = 0,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    max_new_tokens: int = 512,
-    system_prompt: str | None = None,
-    progress: ProgressFn | None = None,
-    should_cancel: Callable[[], bool] | None = None,
-    understanding: JanusUnderstanding | None = None,
-) -> list[str]:
-    """Answer `question` about each image; one string per image, decoded whole (special tokens skipped).
+def answer_ids(lm: JanusLM, images, question, **options) -> list[list[int]]:
+    """The generated token ids per image (EOS excluded): `describe(..., return_ids=True)`, same arguments."""
+    return describe(lm, images, question, return_ids=True, **options)
 
-    images: the editor's IMAGE [B, H, W, C] (floats 0..1), one PIL image / array, or a list of them (any size
-    and mode). question: one text for every image, or one per image. temperature 0 = greedy; otherwise
-    temperature + top-p (1 = off) sampling, image i seeded `seed + i`. system_prompt None = the official
-    processor's default, "" = none. `progress(step, max_new_tokens, tokens)` is called per token;
-    `should_cancel()` is polled per token and True raises GenerationCancelled after freeing the cache.
-    The tower, aligner and text head are loaded from `lm.identity.path` on the first call (or pass
-    `understanding=load_understanding(...)`)."""
-    ids = answer_ids(lm, images, question, seed=seed, temperature=temperature, top_p=top_p,
-                     max_new_tokens=max_new_tokens, system_prompt=system_prompt, progress=progress,
-                     should_cancel=should_cancel, understanding=understanding)
-    return [lm.tokenizer.tok.decode(row, skip_special_tokens=True) for row in ids]

@@ -32,6 +32,16 @@ class FakeNode {
   }
 }
 
+/** An editor node that has canvas custom widgets (and no DOM widgets). */
+function withCustomWidgets(node) {
+  node.widgets = [];
+  node.addCustomWidget = (w) => {
+    node.widgets.push(w);
+    return w;
+  };
+  return node;
+}
+
 function recordingCtx() {
   const calls = [];
   const handler = {
@@ -127,12 +137,7 @@ test("inspector nodes survive an editor without DOM or custom widgets; other nod
 });
 
 test("inspector uses a canvas custom widget when addCustomWidget exists, never serialized", () => {
-  const node = new FakeNode(9, "JanusARTokensInfo");
-  node.widgets = [];
-  node.addCustomWidget = (w) => {
-    node.widgets.push(w);
-    return w;
-  };
+  const node = withCustomWidgets(new FakeNode(9, "JanusARTokensInfo"));
   registered[0].nodeCreated(node);
   assert.equal(node.widgets.length, 1);
   const w = node.widgets[0];
@@ -154,12 +159,7 @@ test("inspector uses a canvas custom widget when addCustomWidget exists, never s
 });
 
 test("describe answers show on the node (canvas fallback), one block per image, never serialized", () => {
-  const node = new FakeNode(21, "JanusARDescribe");
-  node.widgets = [];
-  node.addCustomWidget = (w) => {
-    node.widgets.push(w);
-    return w;
-  };
+  const node = withCustomWidgets(new FakeNode(21, "JanusARDescribe"));
   registered[0].nodeCreated(node);
   assert.equal(node.widgets.length, 1);
   assert.equal(node.widgets[0].serialize, false);
