@@ -271,3 +271,21 @@ def test_understanding_reads_only_the_tower_aligner_and_head(make_checkpoint, mo
     assert read and all(k.startswith(("vision_model.vision_tower.", "aligner.")) or k == "language_model.lm_head.weight"
                         for k in read)
     assert "language_model.lm_head.weight" in read and not [k for k in read if "attn_pool" in k]
+
+
+def test_describe_runs_without_transformers_or_torchvision(tiny_ckpt):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, torch; torch.set_num_threads(1)\n"
+            "from janus_core import load_generator, describe\n"
+            f"lm = load_generator({str(tiny_ckpt)!r}, dtype='float32', device='cpu')\n"
+            "print(describe(lm, torch.rand(1, 20, 30, 3), 'cat?', max_new_tokens=2))\n"
+            "bad = [m for m in ('transformers', 'torchvision', 'timm') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=str(tiny_ckpt.parent), env=env)
+    assert proc.returncode == 0, proc.stderr
