@@ -172,7 +172,7 @@ def markdown(results: list[dict], info: dict, args) -> str:
             f"{info.get('cpu', '?')}, {info['cpu_count']} cores, torch {info['torch']} ({info['torch_default_threads']} "
             f"threads), transformers {info.get('transformers', '?')}, git {info.get('git_head', '?')}.\n"
             "Each cell: janus_core / transformers (speed-up). encode = tower + aligner for one image; prefill = the "
-            "LLM over the ~630-token prompt; per token = steady decode step.\n\n")
+            "LLM over the prompt; per token = steady decode step.\n\n")
     return head + md_table(["shape", "tokens", "encode s", "prefill s", "ms / text token", "total s",
                             "same greedy tokens", "feature max diff"], rows)
 
