@@ -1,4 +1,4 @@
-"""`python -m janus_core generate | decode | encode | convert`.
+"""`python -m janus_core generate | decode | encode | describe | convert`.
 
 User errors print `error: ...` on a line of their own and exit 2, before any long work where they can be
 known then (settings, inputs and the output folder are checked before the model is loaded); Ctrl-C exits
@@ -160,6 +160,35 @@ def cmd_encode(args) -> int:
     return 0
 
 
+def cmd_describe(args) -> int:
+    from .hub import resolve_model
+    from .images import open_image
+    from .validate import text
+    from .loader import build_generator, build_understanding, open_checkpoint, resolve_device
+    from .understand import check_settings, describe
+
+    resolve_device(args.device)
+    check_settings(args.temperature, args.top_p, args.max_new_tokens)  # before minutes of loading
+    pictures = [open_image(f, "--image") for f in args.image]  # every file checked before the model loads
+    text("question", args.question, allow_empty=False, empty_hint="give --question some text")
+    folder = resolve_model(args.model, args.models_dir)
+    print(f"loading {folder}", file=sys.stderr)
+    with open_checkpoint(folder) as ckpt:  # one pass over the files: generation model + understanding parts
+        lm = build_generator(ckpt, args.dtype, args.device, args.prompt_format, progress=TerminalProgress("load"))
+        und = build_understanding(ckpt, lm.dtype, lm.device)
+    answers = describe(lm, pictures, args.question, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
+                       max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt,
+                       progress=TerminalProgress("tokens"), understanding=und)
+    if args.json:
+        print(json.dumps([{"image": f, "answer": a} for f, a in zip(args.image, answers)], ensure_ascii=False, indent=1))
+    elif len(answers) == 1:
+        print(answers[0])
+    else:
+        for f, a in zip(args.image, answers):
+            print(f"== {f}\n{a}")
+    return 0
+
+
 def cmd_convert(args) -> int:
     from safetensors.torch import save_file
 
@@ -199,7 +228,8 @@ def cmd_convert(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m janus_core", description="Janus / Janus-Pro text-to-image (384x384).")
+    p = argparse.ArgumentParser(prog="python -m janus_core", description="Janus / Janus-Pro text-to-image (384x384) "
+                                "and image understanding.")
     p.add_argument("--version", action="version", version=__version__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -242,6 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", required=True, help="the .safetensors file to write (an existing one is refused)")
     e.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     e.set_defaults(func=cmd_encode)
+
+    u = sub.add_parser("describe", help="images + question -> one text answer per image (image understanding)")
+    model_args(u)
+    u.add_argument("--image", required=True, nargs="+", help="image files (any size and mode)")
+    u.add_argument("--question", default="Describe this image in detail.")
+    u.add_argument("--seed", type=int, default=0, help="image i is sampled with seed + i")
+    u.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    u.add_argument("--top-p", type=float, default=1.0, help="1.0 = off")
+    u.add_argument("--max-new-tokens", type=int, default=512)
+    u.add_argument("--system-prompt", default=None, help="default: the official processor's; '' = none")
+    u.add_argument("--json", action="store_true", help='print [{"image": ..., "answer": ...}] as JSON')
+    u.set_defaults(func=cmd_describe)
 
     c = sub.add_parser("convert", help="original pytorch_model*.bin checkpoint -> safetensors, same layout")
     c.add_argument("--model", required=True)

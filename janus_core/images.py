@@ -41,8 +41,8 @@ def _to_rgb_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def read_image(path: str | Path, name: str = "image") -> torch.Tensor:
-    """One image file -> float32 [H, W, 3] in 0..1."""
+def open_image(path: str | Path, name: str = "image") -> Image.Image:
+    """One image file, decoded in full (a loaded copy, the file closed); every failure is an ImageError."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ImageError(f"{name} {path}: no such file.", input=name)
@@ -55,7 +55,7 @@ def read_image(path: str | Path, name: str = "image") -> torch.Tensor:
                     if im.width * im.height > MAX_IMAGE_PIXELS:
                         raise Image.DecompressionBombError("too many pixels")
                     im.load()
-                    arr = _to_rgb_array(im)
+                    picture = im.copy()
             finally:
                 Image.MAX_IMAGE_PIXELS = old
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -67,6 +67,16 @@ def read_image(path: str | Path, name: str = "image") -> torch.Tensor:
     except (OSError, ValueError, SyntaxError) as exc:  # truncated / corrupt data
         raise ImageError(f"{name} {path}: cannot decode it ({exc}); the file is truncated or corrupt.",
                          input=name) from None
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
+    if picture.width == 0 or picture.height == 0:
         raise ImageError(f"{name} {path}: the image is empty (0 pixels).", input=name)
+    return picture
+
+
+def read_image(path: str | Path, name: str = "image") -> torch.Tensor:
+    """One image file -> float32 [H, W, 3] in 0..1."""
+    picture = open_image(path, name)
+    try:
+        arr = _to_rgb_array(picture)
+    except ValueError as exc:
+        raise ImageError(f"{name} {path}: {exc}.", input=name) from None
     return torch.from_numpy(np.ascontiguousarray(arr))

@@ -4,11 +4,13 @@ A folder is opened once as a `Checkpoint` (config, tokenizer, weight reader, key
 check); every part is built from that one object. Generation loads the LLM body + final norm, the text
 embedding table (for the prompt) and the generation embedding / aligner / head (`load_generator`), and the
 VQ decoder (`load_vq`). The LM head and the understanding tower are never read for generation; the VQ
-encoder only with `with_encoder=True`.
+encoder only with `with_encoder=True`; the tower, aligner and LM head only by `load_understanding`
+(the first time an image is described).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,13 +18,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import read_checkpoint_config
+from .config import ORIGINAL, read_checkpoint_config
 from .errors import CheckpointError, DeviceError, SettingError
 from .model import JanusGenerator
 from .payloads import JanusLM, JanusVQ, ModelIdentity
 from .prompt import FORMATS, PromptTokenizer, detect_prompt_format
+from .vision import ImagePreprocess, JanusUnderstanding, UnderstandingModel, VisionConfig
 from .vq_model import VQModel
-from .weights import WeightReader, classify_unexpected, fingerprint, generator_sources, vq_key_map
+from .weights import (
+    WeightReader,
+    aligner_depth,
+    classify_unexpected,
+    fingerprint,
+    generator_sources,
+    understanding_sources,
+    unexpected_understanding_keys,
+    vision_block_count,
+    vq_key_map,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -305,3 +318,106 @@ def load(folder: str | Path | Checkpoint, dtype="auto", device="auto", vq_dtype=
         lm = build_generator(ckpt, dtype, device, prompt_format, progress)
         vq = build_vq(ckpt, vq_dtype, device, with_encoder)
     return lm, vq
+
+
+# SigLIP variants the original configs name (`vision_config.params.model_name`): width -> attention heads.
+_SIGLIP_HEADS = {"siglip_large_patch16_384": (1024, 16), "siglip_so400m_patch14_384": (1152, 16)}
+SIGLIP_HEAD_DIM = 64  # the head width of the SigLIP-L tower; used for towers the table does not name (test models)
+
+
+def understanding_config(ckpt: Checkpoint) -> VisionConfig:
+    """Tower and aligner dimensions from the tensor shapes; heads, norm eps and the block count from config.json."""
+    layout, shapes, raw = ckpt.layout, ckpt.reader.shapes, ckpt.config.raw
+    sources = understanding_sources(layout, 0, 1)
+    patch_key, pos_key = sources["vision.patch_embed.weight"][0], sources["vision.pos_embed"][0]
+    for key in (patch_key, pos_key, sources["lm_head.weight"][0]):
+        if key not in shapes:
+            raise CheckpointError(f"{ckpt.folder}: missing tensor {key!r}; this checkpoint has no image-understanding "
+                                  "tower / text head, so it cannot describe images.")
+    width, _, patch, _ = shapes[patch_key]
+    pos_shape = tuple(shapes[pos_key])
+    stored = vision_block_count(layout, shapes)
+    if layout == ORIGINAL:
+        params = (raw.get("vision_config") or {}).get("params") or {}
+        # the official CLIPVisionTower: select_layer <= 0 counts from the end (-1 = every block), default -2
+        select = int(params.get("select_layer", -2))
+        depth = min(stored, stored + select + 1) if select <= 0 else min(stored, select)
+        named = _SIGLIP_HEADS.get(params.get("model_name"))
+        heads = named[1] if named and named[0] == width else max(1, width // SIGLIP_HEAD_DIM)
+        eps = 1e-6
+    else:
+        vc = raw.get("vision_config") or {}
+        if vc.get("hidden_act", "gelu") != "gelu" or vc.get("use_qk_norm", False):
+            raise CheckpointError(f"{ckpt.folder}: vision_config asks for hidden_act {vc.get('hidden_act')!r} / "
+                                  f"use_qk_norm {vc.get('use_qk_norm')!r}; only the released tower (exact GELU, no "
+                                  "q/k norm) is supported.")
+        depth = int(vc.get("num_hidden_layers", stored))
+        heads = int(vc.get("num_attention_heads", 16))
+        eps = float(vc.get("layer_norm_eps", 1e-6))
+    if depth < 1 or depth > stored or width % heads:
+        raise CheckpointError(f"{ckpt.folder}: the vision tower config (depth {depth}, {heads} heads) does not fit "
+                              f"the weights ({stored} blocks, width {width}).")
+    fc1 = understanding_sources(layout, 1, 1)["vision.blocks.0.mlp.fc1.weight"][0]
+    n_align = aligner_depth(layout, shapes)
+    if fc1 not in shapes or n_align < 1:
+        raise CheckpointError(f"{ckpt.folder}: vision tower block 0 or the aligner is missing from the weights.")
+    align = understanding_sources(layout, 0, n_align)
+    dims = (width, *(shapes[align[f"aligner.fcs.{j}.weight"][0]][0] for j in range(n_align)))
+    if dims[-1] != ckpt.config.lm.hidden_size:
+        raise CheckpointError(f"{ckpt.folder}: the aligner outputs {dims[-1]} features but the LLM is "
+                              f"{ckpt.config.lm.hidden_size} wide; the files belong to different models.")
+    positions = int(torch.Size(pos_shape).numel()) // width
+    return VisionConfig(width=width, depth=depth, heads=heads, patch=patch, num_positions=positions,
+                        mlp_hidden=shapes[fc1][0], layer_norm_eps=eps, pos_shape=pos_shape, aligner_dims=dims)
+
+
+def read_preprocess(folder: Path) -> ImagePreprocess:
+    """preprocessor_config.json in the original (`image_size`) or the transformers (`size.height`) spelling."""
+    path = Path(folder) / "preprocessor_config.json"
+    if not path.is_file():
+        return ImagePreprocess()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}). Re-download it.") from exc
+    d = ImagePreprocess()
+    size = raw.get("image_size") or (raw.get("size") or {}).get("height") or d.image_size
+    try:
+        return ImagePreprocess(
+            image_size=int(size), min_size=int(raw.get("min_size", d.min_size)),
+            image_mean=tuple(float(x) for x in raw.get("image_mean") or d.image_mean),
+            image_std=tuple(float(x) for x in raw.get("image_std") or d.image_std),
+            rescale_factor=float(raw.get("rescale_factor", d.rescale_factor)),
+            do_normalize=bool(raw.get("do_normalize", d.do_normalize)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable image settings ({exc}).") from exc
+
+
+def build_understanding(ckpt: Checkpoint, dtype, device, progress: LoadProgress | None = None) -> JanusUnderstanding:
+    """The vision tower, aligner and text head of a checkpoint (what Janus Describe Image adds to generation)."""
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    cfg = understanding_config(ckpt)
+    sources = understanding_sources(ckpt.layout, cfg.depth, len(cfg.aligner_dims) - 1)
+    expected = {k for keys in sources.values() for k in keys}
+    bad = unexpected_understanding_keys(ckpt.layout, ckpt.reader.shapes, expected, cfg.depth)
+    if bad:
+        raise CheckpointError(f"{ckpt.folder}: unexpected vision tensors {', '.join(map(repr, bad[:5]))}"
+                              f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}; the tower in the files does "
+                              "not match config.json.")
+    preprocess = read_preprocess(ckpt.folder)
+    if preprocess.image_size != cfg.image_size:
+        raise CheckpointError(f"{ckpt.folder}: preprocessor_config.json resizes to {preprocess.image_size} px but the "
+                              f"tower's {cfg.num_positions} positions of {cfg.patch} px need {cfg.image_size} px.")
+    with bare_modules():
+        model = UnderstandingModel(cfg, ckpt.config.lm.hidden_size, ckpt.config.lm.vocab_size)
+    ckpt.fill(model, sources, device, dtype, progress)
+    return JanusUnderstanding(model=model, preprocess=preprocess, identity=ckpt.identity, device=device, dtype=dtype)
+
+
+def load_understanding(folder: str | Path | Checkpoint, dtype="auto", device="auto",
+                       progress: LoadProgress | None = None) -> JanusUnderstanding:
+    """Load only the understanding parts of a checkpoint folder (the generation model loads separately)."""
+    with open_checkpoint(folder) as ckpt:
+        return build_understanding(ckpt, dtype, device, progress)

@@ -99,6 +99,23 @@ def check_sampling_memory(lm: JanusLM, batch: int, prompt_len: int) -> None:
                "Lower batch_size, use a smaller dtype (bfloat16 / float16), or free memory.")
 
 
+def position_tables(cfg_lm, pad: torch.Tensor | None, prompt_len: int, max_len: int, device, dtype):
+    """Rotary tables, key-validity and prefill mask for rows left-padded by `pad` positions each (None = no padding).
+
+    Returns cos/sin [R|1, 1, max_len, hd], key_valid [R, max_len] (None without padding) and the prefill mask."""
+    positions = torch.arange(max_len, device=device)
+    if pad is None:
+        cos, sin = (t[None, None] for t in rope_tables(cfg_lm, positions, dtype))  # [1, 1, L, hd]
+        return cos, sin, None, torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=device).tril()
+    # left padding: each row counts positions from its first real token, pads are never attended
+    row_pos = (positions[None] - pad[:, None]).clamp(min=0)
+    cos, sin = (t[:, None] for t in rope_tables(cfg_lm, row_pos, dtype))  # [R, 1, L, hd]
+    key_valid = positions[None] >= pad[:, None]  # [R, L]
+    causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=device).tril()
+    eye = torch.eye(prompt_len, dtype=torch.bool, device=device)  # pad queries see themselves: no NaN rows
+    return cos, sin, key_valid, (causal & (key_valid[:, None, :prompt_len] | eye))[:, None]
+
+
 @torch.inference_mode()
 def sample_tokens(
     lm: JanusLM,
@@ -144,18 +161,7 @@ def sample_tokens(
     ids, pad = _rows(cond, batch_size, device)
     rows = ids.shape[0]
 
-    positions = torch.arange(max_len, device=device)
-    if pad is None:
-        cos, sin = (t[None, None] for t in rope_tables(cfg_lm, positions, lm.dtype))  # [1, 1, L, hd]
-        key_valid = None
-        prefill_mask = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=device).tril()
-    else:  # left padding: each row counts positions from its first real token, pads are never attended
-        row_pos = (positions[None] - pad[:, None]).clamp(min=0)
-        cos, sin = (t[:, None] for t in rope_tables(cfg_lm, row_pos, lm.dtype))  # [R, 1, L, hd]
-        key_valid = positions[None] >= pad[:, None]  # [R, L]
-        causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=device).tril()
-        eye = torch.eye(prompt_len, dtype=torch.bool, device=device)  # pad queries see themselves: no NaN rows
-        prefill_mask = (causal & (key_valid[:, None, :prompt_len] | eye))[:, None]
+    cos, sin, key_valid, prefill_mask = position_tables(cfg_lm, pad, prompt_len, max_len, device, lm.dtype)
 
     decoder = None
     if compile:

@@ -46,7 +46,7 @@ def number(name: str, value, lo: float, hi: float, *, lo_open: bool = False, hin
     return value
 
 
-def text(name: str, value, *, allow_empty: bool = True) -> str:
+def text(name: str, value, *, allow_empty: bool = True, empty_hint: str = "write some text") -> str:
     """A str that is valid Unicode (no lone surrogates, which cannot be encoded for the tokenizer)."""
     if not isinstance(value, str):
         raise PayloadError(f"{name} must be text, got {type(value).__name__}.", input=name)
@@ -57,7 +57,7 @@ def text(name: str, value, *, allow_empty: bool = True) -> str:
                            f"{value[exc.start:exc.end]!r}, e.g. from a badly decoded file or clipboard). Retype or "
                            "re-save the text as UTF-8.", input=name) from None
     if not allow_empty and not value.strip():
-        raise PayloadError(f"{name} is empty; write some text.", input=name)
+        raise PayloadError(f"{name} is empty; {empty_hint}.", input=name)
     return value
 
 

@@ -330,3 +330,89 @@ def classify_unexpected(layout: str, keys, expected: set[str]) -> list[str]:
     """Keys that are neither expected, nor in a component this task skips, nor documented as unused."""
     skip = _UNUSED_PREFIXES[layout]
     return sorted(k for k in keys if k not in expected and not k.startswith(skip) and not _UNUSED_KEYS.search(k))
+
+
+# ---- understanding (vision tower, aligner, text head): loaded only when an image is described ------------
+
+_VISION_PREFIX = {ORIGINAL: "vision_model.vision_tower.", "transformers": "model.vision_model."}
+_VISION_NAMES = {  # our tower name -> checkpoint name (without the prefix); "{i}" = block index
+    ORIGINAL: {
+        "patch_embed.weight": ("patch_embed.proj.weight",), "patch_embed.bias": ("patch_embed.proj.bias",),
+        "pos_embed": ("pos_embed",), "norm.weight": ("norm.weight",), "norm.bias": ("norm.bias",),
+        "blocks.{i}.norm1.{p}": ("blocks.{i}.norm1.{p}",), "blocks.{i}.norm2.{p}": ("blocks.{i}.norm2.{p}",),
+        "blocks.{i}.attn.qkv.{p}": ("blocks.{i}.attn.qkv.{p}",), "blocks.{i}.attn.proj.{p}": ("blocks.{i}.attn.proj.{p}",),
+        "blocks.{i}.mlp.fc1.{p}": ("blocks.{i}.mlp.fc1.{p}",), "blocks.{i}.mlp.fc2.{p}": ("blocks.{i}.mlp.fc2.{p}",),
+    },
+    "transformers": {
+        "patch_embed.weight": ("embeddings.patch_embedding.weight",),
+        "patch_embed.bias": ("embeddings.patch_embedding.bias",),
+        "pos_embed": ("embeddings.position_embedding.weight",),
+        "norm.weight": ("post_layernorm.weight",), "norm.bias": ("post_layernorm.bias",),
+        "blocks.{i}.norm1.{p}": ("encoder.layers.{i}.layer_norm1.{p}",),
+        "blocks.{i}.norm2.{p}": ("encoder.layers.{i}.layer_norm2.{p}",),
+        "blocks.{i}.attn.qkv.{p}": tuple(f"encoder.layers.{{i}}.self_attn.{x}_proj.{{p}}" for x in "qkv"),
+        "blocks.{i}.attn.proj.{p}": ("encoder.layers.{i}.self_attn.projection_layer.{p}",),
+        "blocks.{i}.mlp.fc1.{p}": ("encoder.layers.{i}.mlp.fc1.{p}",),
+        "blocks.{i}.mlp.fc2.{p}": ("encoder.layers.{i}.mlp.fc2.{p}",),
+    },
+}  # fmt: skip
+_VISION_BLOCK = {ORIGINAL: re.compile(r"^blocks\.(\d+)\."), "transformers": re.compile(r"^encoder\.layers\.(\d+)\.")}
+_ALIGNER_PREFIX = {ORIGINAL: "aligner.layers.", "transformers": "model.aligner."}
+_ALIGNER_COMPONENT = {ORIGINAL: "aligner.", "transformers": "model.aligner."}
+LM_HEAD_KEY = {ORIGINAL: "language_model.lm_head.weight", "transformers": "lm_head.weight"}
+# Stored tower tensors the official forward never uses: the attention-pool head (ignore_head=True).
+_UNUSED_VISION = re.compile(r"^attn_pool\.")
+
+
+def _aligner_key(layout: str, j: int) -> str:
+    """The j-th Linear of the aligner: original `layers.{0,2,4..}` (GELUs in between), transformers fc1 / hidden_layers."""
+    if layout == ORIGINAL:
+        return f"{_ALIGNER_PREFIX[layout]}{2 * j}"
+    return f"{_ALIGNER_PREFIX[layout]}fc1" if j == 0 else f"{_ALIGNER_PREFIX[layout]}hidden_layers.{j - 1}"
+
+
+def vision_block_count(layout: str, keys) -> int:
+    """How many tower blocks the checkpoint stores."""
+    prefix, pattern = _VISION_PREFIX[layout], _VISION_BLOCK[layout]
+    found = {int(m.group(1)) for k in keys if k.startswith(prefix) and (m := pattern.match(k[len(prefix):]))}
+    return max(found) + 1 if found else 0
+
+
+def aligner_depth(layout: str, keys) -> int:
+    depth = 0
+    while _aligner_key(layout, depth) + ".weight" in keys:
+        depth += 1
+    return depth
+
+
+def understanding_sources(layout: str, depth: int, aligner_layers: int) -> dict[str, tuple[str, ...]]:
+    """UnderstandingModel parameter name -> checkpoint key(s) (several = concatenated along dim 0: fused q|k|v)."""
+    prefix = _VISION_PREFIX[layout]
+    out = {}
+    for ours, theirs in _VISION_NAMES[layout].items():
+        blocks = range(depth) if "{i}" in ours else [None]
+        params = ("weight", "bias") if "{p}" in ours else [None]
+        for i in blocks:
+            for p in params:
+                out["vision." + ours.format(i=i, p=p)] = tuple(prefix + t.format(i=i, p=p) for t in theirs)
+    for j in range(aligner_layers):
+        for p in ("weight", "bias"):
+            out[f"aligner.fcs.{j}.{p}"] = (f"{_aligner_key(layout, j)}.{p}",)
+    out["lm_head.weight"] = (LM_HEAD_KEY[layout],)
+    return out
+
+
+def unexpected_understanding_keys(layout: str, keys, expected: set[str], depth: int) -> list[str]:
+    """Tower / aligner keys that the understanding forward does not read and that are not documented as unused
+    (the attention-pool head; blocks after the configured `select_layer`)."""
+    vis, ali = _VISION_PREFIX[layout], _ALIGNER_COMPONENT[layout]
+    bad = []
+    for key in keys:
+        if key in expected or not (key.startswith(vis) or key.startswith(ali)):
+            continue
+        name = key[len(vis):] if key.startswith(vis) else ""
+        block = _VISION_BLOCK[layout].match(name)
+        if _UNUSED_VISION.match(name) or (block and int(block.group(1)) >= depth):
+            continue
+        bad.append(key)
+    return sorted(bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import host
+from .describe import JanusARDescribe
 from .loader import JanusARLoader
 from .prompt import JanusARPrompt
 from .sampler import JanusARSampler
@@ -26,6 +27,7 @@ NODE_CLASS_MAPPINGS = {
     "JanusARTokensInfo": JanusARTokensInfo,
     "JanusARSaveTokens": JanusARSaveTokens,
     "JanusARLoadTokens": JanusARLoadTokens,
+    "JanusARDescribe": JanusARDescribe,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -38,4 +40,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "JanusARTokensInfo": "Janus Tokens Info",
     "JanusARSaveTokens": "Save Janus Tokens",
     "JanusARLoadTokens": "Load Janus Tokens",
+    "JanusARDescribe": "Janus Describe Image",
 }

@@ -148,14 +148,16 @@ def make_patcher(module: torch.nn.Module, load_device: torch.device, offload: to
 
 
 def load_to_device(patcher) -> None:
-    """Ask the editor's memory manager to put the model on its load device (freeing others if needed)."""
+    """Ask the editor's memory manager to put the model (or a list of models, together) on its load device
+    (freeing others if needed)."""
     mm = model_management()
-    if mm is None or patcher is None:
+    if mm is None or not patcher:
         return
+    patchers = list(patcher) if isinstance(patcher, (list, tuple)) else [patcher]
     try:
-        mm.load_models_gpu([patcher], force_full_load=True)  # our layers have no lowvram weight casting
+        mm.load_models_gpu(patchers, force_full_load=True)  # our layers have no lowvram weight casting
     except TypeError:
-        mm.load_models_gpu([patcher])
+        mm.load_models_gpu(patchers)
 
 
 def release_memory() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..janus_core import fit_token_palette, id_palette, load, load_generator, load_vq
+from ..janus_core import fit_token_palette, id_palette, load, load_generator, load_understanding, load_vq
 from ..janus_core.errors import CheckpointError
 from ..janus_core.hub import KNOWN_REPOS, is_complete, local_name, resolve_model
 from ..janus_core.loader import resolve_device as core_resolve_device
@@ -35,6 +35,7 @@ _LM_CACHE: weakref.WeakValueDictionary[tuple, object] = weakref.WeakValueDiction
 _VQ_CACHE: weakref.WeakValueDictionary[tuple, object] = weakref.WeakValueDictionary()
 _PATCHERS: weakref.WeakKeyDictionary[object, object] = weakref.WeakKeyDictionary()  # lm/vq -> ModelPatcher
 _ENCODERS: weakref.WeakKeyDictionary[object, object] = weakref.WeakKeyDictionary()  # decoder vq -> vq + encoder
+_UNDERSTANDING: weakref.WeakKeyDictionary[object, object] = weakref.WeakKeyDictionary()  # lm -> tower/aligner/head
 _PALETTES: dict[str, torch.Tensor] = {}  # model fingerprint -> uint8 [codebook, 3]
 
 
@@ -120,15 +121,17 @@ def patcher_of(obj):
     return _PATCHERS.get(obj)
 
 
-def ensure_on_device(obj) -> None:
-    """Before running a model: the editor's memory manager loads it; without an editor, plain `.to(device)`."""
-    patcher = _PATCHERS.get(obj)
-    if patcher is not None:
-        host.load_to_device(patcher)
-        return
-    param = next(obj.model.parameters(), None)
-    if param is not None and param.device != obj.device:
-        obj.model.to(obj.device)
+def ensure_on_device(*objs) -> None:
+    """Before running models: the editor's memory manager loads them (together, so loading one cannot evict
+    another); without an editor, plain `.to(device)`."""
+    patchers = [p for p in (_PATCHERS.get(o) for o in objs) if p is not None]
+    host.load_to_device(patchers)
+    for obj in objs:
+        if _PATCHERS.get(obj) is not None:
+            continue
+        param = next(obj.model.parameters(), None)
+        if param is not None and param.device != obj.device:
+            obj.model.to(obj.device)
 
 
 def folder_signature(folder: Path) -> str:
@@ -180,6 +183,23 @@ def vq_with_encoder(vq):
         return enc
 
 
+def understanding_of(lm):
+    """The vision tower, aligner and text head, loaded lazily the first time Janus Describe Image runs on this
+    JANUS_LM (same dtype and device), registered with the memory manager like the other models."""
+    with _LOCK:
+        und = _UNDERSTANDING.get(lm)
+        if und is None:
+            patcher = _PATCHERS.get(lm)
+            offload = patcher.offload_device if patcher is not None else lm.device
+            und = load_understanding(lm.identity.path, dtype=lm.dtype, device=offload)
+            if und.identity.fingerprint != lm.identity.fingerprint:
+                raise CheckpointError(f"{lm.identity.path}: the checkpoint files changed since the model was loaded; "
+                                      "run Janus Model Loader again.")
+            und = _register(dataclasses.replace(und, identity=lm.identity), lm.device, offload)
+            _UNDERSTANDING[lm] = und
+        return und
+
+
 def palette_for(model: dict | None, codebook_size: int = 16384, vq=None) -> tuple[torch.Tensor, str]:
     """(uint8 [codebook, 3] palette, kind): the fitted palette of the producing model when known, else an id palette."""
     fp = (model or {}).get("fingerprint")
@@ -200,4 +220,5 @@ def clear_caches() -> None:
         _VQ_CACHE.clear()
         _PATCHERS.clear()
         _ENCODERS.clear()
+        _UNDERSTANDING.clear()
         _PALETTES.clear()

@@ -56,3 +56,11 @@ def loaded(tiny_ckpt):
     from janus_core import load
 
     return load(tiny_ckpt, dtype="float32", device="cpu", with_encoder=True)
+
+
+@pytest.fixture(scope="session")
+def understanding(loaded):
+    """The vision tower / aligner / text head of the canonical tiny checkpoint, loaded once for `loaded`'s JanusLM."""
+    from janus_core.understand import understanding_for
+
+    return understanding_for(loaded[0])

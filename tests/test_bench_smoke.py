@@ -25,3 +25,16 @@ def test_bench_linear_smoke(tmp_path):
     (record,) = json.loads((tmp_path / "linear_forms.json").read_text())
     assert record["rows"] == 2 and set(record["ms"]) == set(FORMS) and all(v > 0 for v in record["ms"].values())
     assert "(W @ x.T).T" in (tmp_path / "linear_forms.md").read_text()
+
+
+def test_bench_describe_smoke(tmp_path):
+    from benchmarks.bench_describe import main as describe_main
+
+    out = tmp_path / "describe.json"
+    assert describe_main(["--shapes", "tiny", "--vision", "tiny", "--tokens", "4", "--repeats", "1", "--threads", "1",
+                          "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["tokens_identical"] and r["generated"] >= 1 and r["max_feature_diff"] < 1e-4
+    for key in ("encode_s", "prefill_s", "per_token_ms", "total_s"):
+        assert set(r["median"][key]) == {"ours", "transformers"} and all(v > 0 for v in r["median"][key].values())
+    assert out.with_suffix(".md").read_text().startswith("## Describe benchmark")

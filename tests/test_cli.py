@@ -75,3 +75,31 @@ def test_bad_model_argument(tmp_path, model, message):
     proc = run_cli("generate", "--model", model, "--models-dir", tmp_path, "--prompt", "x", "--output", tmp_path / "o",
                    ok=False)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_describe_prints_what_the_library_answers(tiny_ckpt, loaded, understanding, tmp_path):
+    from janus_core import describe
+
+    rng = np.random.default_rng(0)
+    a, b = tmp_path / "a.png", tmp_path / "b.jpg"
+    Image.fromarray(rng.integers(0, 256, (40, 70, 4), dtype=np.uint8), "RGBA").save(a)
+    Image.fromarray(rng.integers(0, 256, (90, 30, 3), dtype=np.uint8)).save(b)
+    args = ("describe", "--model", tiny_ckpt, "--image", a, b, "--question", "what is this?", "--max-new-tokens", 6,
+            "--temperature", 0.7, "--seed", 5, "--device", "cpu", "--threads", 1)
+    printed = json.loads(run_cli(*args, "--json").stdout)
+    pictures = [Image.open(a), Image.open(b)]
+    expected = describe(loaded[0], pictures, "what is this?", max_new_tokens=6, temperature=0.7, seed=5,
+                        understanding=understanding)
+    assert [p["image"] for p in printed] == [str(a), str(b)]
+    assert [p["answer"] for p in printed] == expected
+    plain = run_cli(*args).stdout
+    assert plain == f"== {a}\n{expected[0]}\n== {b}\n{expected[1]}\n"
+
+
+def test_describe_user_errors_exit_2(tiny_ckpt, tmp_path):
+    img = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(img)
+    bad = run_cli("describe", "--model", tiny_ckpt, "--image", img, "--max-new-tokens", 0, "--device", "cpu", ok=False)
+    assert bad.returncode == 2 and "error: max_new_tokens must be in 1..1048576, got 0" in bad.stderr
+    missing = run_cli("describe", "--model", tiny_ckpt, "--image", tmp_path / "nope.png", ok=False)
+    assert missing.returncode == 2 and "error: --image" in missing.stderr and "nope.png" in missing.stderr

@@ -47,9 +47,19 @@ def build_tokenizer(path: Path, with_pro_roles: bool = True) -> Path:
 TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=512, max_position_embeddings=1024, rope_theta=50000.0)
 TINY_VQ = dict(base_channels=32, latent_channels=32, num_res_blocks=1, num_embeddings=16384)
+# A real SigLIP-shaped tower, only narrow: 384 px / 16 = 576 patch tokens, head width 64 like SigLIP-L.
+TINY_VISION = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2)
+# preprocessor_config.json as the Janus-Pro repos ship it (original spelling) and as transformers writes it
+PREPROCESSOR_ORIGINAL = {"background_color": [127, 127, 127], "do_normalize": True, "image_mean": [0.5, 0.5, 0.5],
+                         "image_processor_type": "VLMImageProcessor", "image_size": 384, "image_std": [0.5, 0.5, 0.5],
+                         "min_size": 14, "processor_class": "VLChatProcessor", "rescale_factor": 0.00392156862745098}
+PREPROCESSOR_TRANSFORMERS = {"do_normalize": True, "do_pad": True, "do_rescale": True, "do_resize": True,
+                             "image_mean": [0.5, 0.5, 0.5], "image_processor_type": "JanusImageProcessor",
+                             "image_std": [0.5, 0.5, 0.5], "min_size": 14, "processor_class": "JanusProcessor",
+                             "resample": 3, "rescale_factor": 0.00392156862745098, "size": {"height": 384, "width": 384}}
 
 
-def build_hf_model(text: dict | None = None, vq: dict | None = None, seed: int = 0):
+def build_hf_model(text: dict | None = None, vq: dict | None = None, seed: int = 0, vision: dict | None = None):
     """transformers' Janus with tiny dimensions and weights spread enough that greedy choices are not near-ties."""
     from transformers import JanusConfig, JanusForConditionalGeneration
 
@@ -58,7 +68,7 @@ def build_hf_model(text: dict | None = None, vq: dict | None = None, seed: int =
     h = text["hidden_size"]
     config = JanusConfig(
         text_config={"model_type": "llama", **text},
-        vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, projection_dim=h),
+        vision_config=dict(**{**TINY_VISION, **(vision or {})}, projection_dim=h),
         vq_config=dict(projection_dim=h, image_token_embed_dim=h, **vq),
         tie_word_embeddings=False,
     )
@@ -83,13 +93,13 @@ def _set_generation_config(model, tokenizer_path: Path) -> None:
     gc.bos_token_id = tok.token_to_id("<｜begin▁of▁sentence｜>")
     gc.eos_token_id = tok.token_to_id("<｜end▁of▁sentence｜>")
     gc.generation_kwargs = {"boi_token_id": tok.token_to_id("<begin_of_image>")}
+    model.config.image_token_id = tok.token_to_id("<image_placeholder>")  # transformers' default is Pro-1B's id
 
 
 # transformers key -> original key (reference §8.2)
 _TO_ORIGINAL = [
     (r"^model\.language_model\.", "language_model.model."),
     (r"^lm_head\.", "language_model.lm_head."),
-    (r"^model\.vision_model\.", "vision_model.vision_tower."),
     (r"^model\.aligner\.fc1\.", "aligner.layers.0."),
     (r"^model\.aligner\.hidden_layers\.0\.", "aligner.layers.2."),
     (r"^model\.generation_embeddings\.", "gen_embed."),
@@ -107,16 +117,54 @@ _TO_ORIGINAL = [
 ]
 
 
-def to_original_state_dict(sd: dict) -> dict:
+# transformers tower names -> timm / original names (reference §8.2, inverted); q/k/v are fused below
+_VISION_TO_ORIGINAL = [
+    (r"^model\.vision_model\.", "vision_model.vision_tower."),
+    (r"\.embeddings\.patch_embedding\.", ".patch_embed.proj."),
+    (r"\.post_layernorm\.", ".norm."),
+    (r"\.encoder\.layers\.(\d+)\.", r".blocks.\1."),
+    (r"\.layer_norm1\.", ".norm1."),
+    (r"\.layer_norm2\.", ".norm2."),
+    (r"\.self_attn\.projection_layer\.", ".attn.proj."),
+]
+
+
+def _vision_to_original(sd: dict) -> dict:
     out = {}
     for key, value in sd.items():
+        if key.endswith("embeddings.position_embedding.weight"):
+            out["vision_model.vision_tower.pos_embed"] = value[None]  # [N, D] -> timm's [1, N, D]
+            continue
+        m = re.search(r"encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$", key)
+        if m:
+            if m.group(2) == "q":
+                base = key[: m.start(2)]
+                fused = torch.cat([sd[f"{base}{x}_proj.{m.group(3)}"] for x in "qkv"])
+                out[f"vision_model.vision_tower.blocks.{m.group(1)}.attn.qkv.{m.group(3)}"] = fused
+            continue
+        new = key
+        for pattern, repl in _VISION_TO_ORIGINAL:
+            new = re.sub(pattern, repl, new)
+        out[new] = value
+    return out
+
+
+def to_original_state_dict(sd: dict) -> dict:
+    vision = {k: v for k, v in sd.items() if k.startswith("model.vision_model.")}
+    out = _vision_to_original(vision)
+    for key, value in sd.items():
+        if key in vision:
+            continue
         new = key
         for pattern, repl in _TO_ORIGINAL:
             new = re.sub(pattern, repl, new)
         out[new] = value
     # documented tensors of the original that inference never reads
     out["gen_vision_model.quantize.codebook_used"] = torch.zeros(65536)
-    out["vision_model.vision_tower.attn_pool.latent"] = torch.zeros(1, 1, 32)
+    width = out["vision_model.vision_tower.norm.weight"].shape[0]
+    out["vision_model.vision_tower.attn_pool.latent"] = torch.zeros(1, 1, width)  # the unused attention-pool head
+    out["vision_model.vision_tower.attn_pool.q.weight"] = torch.zeros(width, width)
+    out["vision_model.vision_tower.attn_pool.q.bias"] = torch.zeros(width)
     return out
 
 
@@ -124,6 +172,7 @@ def original_config(hf_config) -> dict:
     t = hf_config.text_config
     h = t.hidden_size
     vq = hf_config.vq_config
+    vision_width = hf_config.vision_config.hidden_size
     return {
         "model_type": "multi_modality",
         "architectures": ["MultiModalityCausalLM"],
@@ -142,9 +191,11 @@ def original_config(hf_config) -> dict:
         "gen_head_config": {"cls": "vision_head", "model_type": "gen_head",
                             "params": {"image_token_embed": h, "image_token_size": vq.num_embeddings, "n_embed": h}},
         "aligner_config": {"cls": "MlpProjector", "model_type": "aligner",
-                           "params": {"depth": 2, "input_dim": 32, "n_embed": h, "projector_type": "mlp_gelu"}},
+                           "params": {"depth": 2, "input_dim": vision_width, "n_embed": h,
+                                      "projector_type": "mlp_gelu"}},
         "vision_config": {"cls": "CLIPVisionTower", "model_type": "vision",
-                          "params": {"model_name": "siglip_large_patch16_384", "image_size": 384}},
+                          "params": {"model_name": "siglip_large_patch16_384", "image_size": 384,
+                                     "select_feature": "same", "select_layer": -1}},
     }  # fmt: skip
 
 
@@ -180,6 +231,8 @@ def write_checkpoint(model, folder: Path, layout: str = "transformers", fmt: str
     folder.mkdir(parents=True, exist_ok=True)
     tok_path = build_tokenizer(folder / "tokenizer.json", with_pro_roles=pro_roles)
     _set_generation_config(model, tok_path)
+    preprocessor = PREPROCESSOR_TRANSFORMERS if layout == "transformers" else PREPROCESSOR_ORIGINAL
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
     if layout == "transformers" and fmt == "safetensors" and shards == 1 and dtype == torch.float32:
         model.save_pretrained(folder)  # transformers' own writer for the canonical case
         return folder

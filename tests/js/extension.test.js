@@ -32,6 +32,16 @@ class FakeNode {
   }
 }
 
+/** An editor node that has canvas custom widgets (and no DOM widgets). */
+function withCustomWidgets(node) {
+  node.widgets = [];
+  node.addCustomWidget = (w) => {
+    node.widgets.push(w);
+    return w;
+  };
+  return node;
+}
+
 function recordingCtx() {
   const calls = [];
   const handler = {
@@ -127,12 +137,7 @@ test("inspector nodes survive an editor without DOM or custom widgets; other nod
 });
 
 test("inspector uses a canvas custom widget when addCustomWidget exists, never serialized", () => {
-  const node = new FakeNode(9, "JanusARTokensInfo");
-  node.widgets = [];
-  node.addCustomWidget = (w) => {
-    node.widgets.push(w);
-    return w;
-  };
+  const node = withCustomWidgets(new FakeNode(9, "JanusARTokensInfo"));
   registered[0].nodeCreated(node);
   assert.equal(node.widgets.length, 1);
   const w = node.widgets[0];
@@ -151,4 +156,20 @@ test("inspector uses a canvas custom widget when addCustomWidget exists, never s
   // click toggles the colour mode, stored in node properties
   w.mouse({ type: "pointerdown" }, [0, 0], node);
   assert.equal(node.properties.janus_colour_mode, "id");
+});
+
+test("describe answers show on the node (canvas fallback), one block per image, never serialized", () => {
+  const node = withCustomWidgets(new FakeNode(21, "JanusARDescribe"));
+  registered[0].nodeCreated(node);
+  assert.equal(node.widgets.length, 1);
+  assert.equal(node.widgets[0].serialize, false);
+  node.onExecuted({ text: ["a red <b>chair</b>"] });
+  assert.equal(node.__janusAnswer, "a red <b>chair</b>"); // plain text, drawn with fillText
+  const ctx = recordingCtx();
+  node.widgets[0].draw(ctx, node, 300, 10);
+  assert.deepEqual(ctx.calls.filter((c) => c[0] === "fillText").map((c) => c[1]), ["a red <b>chair</b>"]);
+  node.onExecuted({ text: ["one", "two"] });
+  assert.equal(node.__janusAnswer, "[image 1]\none\n\n[image 2]\ntwo");
+  node.onExecuted({ janus_grid: [] }); // another output shape: ignored
+  assert.equal(mod.answerText(null), "");
 });

@@ -62,6 +62,14 @@ GRAPHS = {
         "links": [(1, 0, 2, "lm"), (1, 0, 3, "lm"), (2, 0, 3, "cond"), (3, 0, 4, "tokens"), (1, 1, 6, "vq"),
                   (5, 0, 6, "tokens"), (6, 0, 7, "images"), (5, 0, 8, "tokens")],
     },
+    "describe_image": {
+        "nodes": [
+            (1, "JanusARLoader", [DEFAULT_MODEL, "auto", "auto"], (40, 60)),
+            (2, "LoadImage", ["example.png", "image"], (40, 380)),
+            (3, "JanusARDescribe", ["Describe this image in detail.", 0, "fixed", 0.0, 1.0, 512], (440, 60)),
+        ],
+        "links": [(1, 0, 3, "lm"), (2, 0, 3, "image")],
+    },
 }
 
 

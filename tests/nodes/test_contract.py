@@ -23,6 +23,7 @@ EXPECTED_WIDGETS = {  # DESIGN.md, in order (None = the extra control_after_gene
     "JanusARSampler": ["seed", None, "batch_size", "cfg", "temperature", "top_k", "top_p"],
     "JanusARDecode": [], "JanusAREncode": [], "JanusARTokenMap": [], "JanusARTokensInfo": [],
     "JanusARSaveTokens": ["filename_prefix"], "JanusARLoadTokens": ["file"],
+    "JanusARDescribe": ["question", "seed", None, "temperature", "top_p", "max_new_tokens"],
 }
 EXPECTED_SOCKETS = {
     "JanusARLoader": ([], ["JANUS_LM", "JANUS_VQ"]),
@@ -34,6 +35,7 @@ EXPECTED_SOCKETS = {
     "JanusARTokensInfo": (["JANUS_TOKENS"], ["STRING"]),
     "JanusARSaveTokens": (["JANUS_TOKENS"], []),
     "JanusARLoadTokens": ([], ["JANUS_TOKENS"]),
+    "JanusARDescribe": (["JANUS_LM", "IMAGE"], ["STRING"]),
 }
 
 
@@ -137,6 +139,13 @@ def test_widget_ranges(pack):
     assert req["temperature"][1]["min"] > 0 and req["temperature"][1]["default"] == 1.0
     assert (req["top_k"][1]["min"], req["top_k"][1]["max"], req["top_k"][1]["default"]) == (0, 16384, 0)
     assert (req["top_p"][1]["min"], req["top_p"][1]["max"], req["top_p"][1]["default"]) == (0.0, 1.0, 1.0)
+    desc = pack.NODE_CLASS_MAPPINGS["JanusARDescribe"].INPUT_TYPES()["required"]
+    assert desc["question"][1]["multiline"] and desc["question"][1]["default"] == "Describe this image in detail."
+    assert desc["seed"][1]["control_after_generate"] and desc["seed"][1]["max"] == 2**64 - 1
+    assert (desc["temperature"][1]["min"], desc["temperature"][1]["default"]) == (0.0, 0.0)  # 0 = greedy
+    assert desc["top_p"][1]["default"] == 1.0 and desc["top_p"][1]["min"] > 0
+    assert (desc["max_new_tokens"][1]["min"], desc["max_new_tokens"][1]["default"]) == (1, 512)
+    assert pack.NODE_CLASS_MAPPINGS["JanusARDescribe"].OUTPUT_IS_LIST == (True,)
     loader = pack.NODE_CLASS_MAPPINGS["JanusARLoader"].INPUT_TYPES()["required"]
     assert loader["dtype"][0] == ["auto", "bfloat16", "float16", "float32"]
     assert loader["device"][0] == ["auto", "cpu", "cuda", "mps"]

@@ -44,7 +44,7 @@ def _on_tiny(prompt: dict) -> dict:
 
 
 def test_examples_exist_with_thumbnails_and_api_copies():
-    assert NAMES == ["masked_regeneration", "save_reload_tokens", "text_to_image"]
+    assert NAMES == ["describe_image", "masked_regeneration", "save_reload_tokens", "text_to_image"]
     for name in NAMES:
         assert (EXAMPLES / f"{name}.png").is_file(), name
         assert (EXAMPLES / f"{name}.jpg").is_file(), name  # what the editor's template browser shows
@@ -58,8 +58,9 @@ def test_example_loads_against_current_definitions(workflow_env, node_defs, name
     assert check_workflow(ui, node_defs) == []
     api = json.loads((EXAMPLES / "api" / f"{name}.json").read_text())
     assert api == ui_to_api(ui, node_defs, pack.NODE_DISPLAY_NAME_MAPPINGS)
-    sampler = next(n for n in ui["nodes"] if n["type"] == "JanusARSampler")
-    assert sampler["widgets_values"][1] in ("randomize", "fixed", "increment", "decrement")  # control value
+    seeded = next(n for n in ui["nodes"] if n["type"] in ("JanusARSampler", "JanusARDescribe"))
+    control = seeded["widgets_values"][1 if seeded["type"] == "JanusARSampler" else 2]  # saved after the seed
+    assert control in ("randomize", "fixed", "increment", "decrement")
 
 
 def test_broken_workflows_are_reported(node_defs):
@@ -113,3 +114,18 @@ def test_save_reload_tokens(workflow_env, node_defs):
     assert reloaded.prompt == sampled.prompt and reloaded.settings == sampled.settings
     assert "seeds: [1234]" in uis["8"]["text"][0]
     assert uis["7"]["images"][0]["tensor"].shape == (384, 384, 3)
+
+
+def test_describe_image_shows_the_library_answer(workflow_env, node_defs):
+    from janus_core import describe
+
+    prompt = _on_tiny(ui_to_api(_load("describe_image"), node_defs))
+    prompt["3"]["inputs"]["max_new_tokens"] = 8  # the saved 512 is what users want; the tiny model needs few
+    results, uis, errors = execute(prompt, node_defs)
+    assert errors == {}
+    texts = results["3"][0]
+    assert isinstance(texts, list) and len(texts) == 1 and isinstance(texts[0], str)
+    assert uis["3"]["text"] == texts  # shown on the node
+    image = results["2"][0]
+    lm = results["1"][0]
+    assert texts == describe(lm, image, "Describe this image in detail.", max_new_tokens=8)

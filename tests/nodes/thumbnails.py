@@ -14,12 +14,14 @@ TITLES = {"JanusARLoader": "Janus Model Loader", "JanusARPrompt": "Janus Prompt 
           "JanusARSampler": "Janus Token Sampler", "JanusARDecode": "Janus VQ Decode", "JanusAREncode": "Janus VQ Encode",
           "JanusARTokenMap": "Janus Token Map", "JanusARTokensInfo": "Janus Tokens Info",
           "JanusARSaveTokens": "Save Janus Tokens", "JanusARLoadTokens": "Load Janus Tokens",
+          "JanusARDescribe": "Janus Describe Image",
           "LoadImage": "Load Image", "SaveImage": "Save Image", "SolidMask": "SolidMask", "MaskComposite": "MaskComposite"}
 WIDGET_NAMES = {"JanusARLoader": ["model", "dtype", "device"], "JanusARPrompt": ["prompt", "negative"],
                 "JanusARSampler": ["seed", "control", "batch_size", "cfg", "temperature", "top_k", "top_p"],
                 "JanusARSaveTokens": ["filename_prefix"], "JanusARLoadTokens": ["file"], "LoadImage": ["image", ""],
                 "SaveImage": ["filename_prefix"], "SolidMask": ["value", "width", "height"],
-                "MaskComposite": ["x", "y", "operation"]}
+                "MaskComposite": ["x", "y", "operation"],
+                "JanusARDescribe": ["question", "seed", "control", "temperature", "top_p", "max_new_tokens"]}
 SCALE = 0.62
 PAD = 30
 

@@ -3,6 +3,7 @@
 //   - a live status line under Janus Token Sampler nodes ("token 312 / 576 · 41 tok/s · ETA 6 s · batch 4")
 //   - a download bar under Janus Model Loader nodes while a checkpoint is fetched
 //   - a token inspector (24×24 grid, hover, colour toggle, batch selector) on Janus Token Map / Tokens Info
+//   - the answers of Janus Describe Image, shown on the node after a run (read-only text box)
 // Every editor hook is feature-detected: an editor without one of them just misses that feature.
 // Strings from the server (file names, model names) are only ever written with textContent / fillText.
 
@@ -18,6 +19,7 @@ import {
 
 const EXT_NAME = "janus_ar.web";
 const INSPECTOR_CLASSES = new Set(["JanusARTokenMap", "JanusARTokensInfo"]);
+const ANSWER_CLASSES = new Set(["JanusARDescribe"]);
 const DOWNLOAD_LINGER_MS = 1500;
 const STRIP_H = 20;
 
@@ -479,12 +481,65 @@ function onExecuted(event) {
   node?.__janusInspector?.setOutput(d.output);
 }
 
+// ------------------------------------------------------------------------------------------ answers
+
+/** The text a describe node shows: one answer, or each answer under "image i" when the batch had several. */
+export function answerText(texts) {
+  if (!Array.isArray(texts)) return "";
+  const parts = texts.map((t) => String(t ?? ""));
+  if (parts.length <= 1) return parts[0] ?? "";
+  return parts.map((t, i) => `[image ${i + 1}]\n${t}`).join("\n\n");
+}
+
+/** A read-only box under the widgets holding the last answers (value only: nothing is parsed as HTML). */
+function setupAnswerView(node) {
+  let box = null;
+  let drawn = "";
+  if (typeof node.addDOMWidget === "function" && typeof document !== "undefined") {
+    box = document.createElement("textarea");
+    box.readOnly = true;
+    box.placeholder = "the answers appear here after a run";
+    Object.assign(box.style, { width: "100%", boxSizing: "border-box", font: "12px sans-serif", resize: "none" });
+    const widget = node.addDOMWidget("janus_answer", "janus_answer", box, {
+      serialize: false, // never part of widgets_values: saved workflows keep their widget order
+      getMinHeight: () => 90,
+      getValue: () => undefined,
+      setValue: () => {},
+    });
+    if (widget) widget.serialize = false;
+  } else if (typeof node.addCustomWidget === "function") {
+    node.addCustomWidget({
+      name: "janus_answer", type: "janus_answer", value: undefined, serialize: false, options: { serialize: false },
+      computeSize: (width) => [width, 60],
+      draw(ctx, n, width, y) {
+        ctx.fillStyle = "#ddd";
+        ctx.font = "12px sans-serif";
+        ctx.textBaseline = "top";
+        drawn.split("\n").slice(0, 4).forEach((line, i) => ctx.fillText(fitText(ctx, line, width - 12), 6, y + 4 + 14 * i));
+      },
+    });
+  }
+  const executed = node.onExecuted;
+  node.onExecuted = function (output, ...rest) {
+    const r = executed?.apply(this, [output, ...rest]);
+    safe(() => {
+      if (!Array.isArray(output?.text)) return;
+      drawn = answerText(output.text);
+      if (box) box.value = drawn;
+      node.__janusAnswer = drawn;
+      this.setDirtyCanvas?.(true, true);
+    });
+    return r;
+  };
+}
+
 // ------------------------------------------------------------------------------------------ registration
 
 function onNodeCreated(node) {
   const cls = classOf(node);
   if (typeof cls === "string" && cls.startsWith("JanusAR")) hookForeground(node);
   if (INSPECTOR_CLASSES.has(cls)) setupInspector(node);
+  if (ANSWER_CLASSES.has(cls)) setupAnswerView(node);
 }
 
 function listen(type, handler) {
