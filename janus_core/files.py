@@ -17,6 +17,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 from .errors import OutputError
@@ -62,10 +63,8 @@ def write_new_file(path: str | Path, write: Callable[[Path], None], overwrite: b
     except OSError as exc:
         raise _explain(exc, path) from exc
     finally:
-        try:
+        with suppress(FileNotFoundError):
             tmp.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def write_bytes(path: str | Path, data: bytes, overwrite: bool = False) -> Path:
@@ -93,10 +92,8 @@ def prepare_output_dir(folder: str | Path, need_bytes: int = 0) -> Path:
     except OSError as exc:
         raise _explain(exc, folder) from exc
     finally:
-        try:
+        with suppress(OSError):
             probe.unlink()
-        except OSError:
-            pass
     free = shutil.disk_usage(folder).free
     if need_bytes and free < need_bytes:
         raise OutputError(f"--output {folder}: only {free / 1e6:.1f} MB free, about {need_bytes / 1e6:.1f} MB "

@@ -64,3 +64,15 @@ def understanding(loaded):
     from janus_core.understand import understanding_for
 
     return understanding_for(loaded[0])
+
+
+@pytest.fixture(scope="session")
+def lm(loaded):
+    """The JanusLM of `loaded`."""
+    return loaded[0]
+
+
+@pytest.fixture(scope="session")
+def vq(loaded):
+    """The JanusVQ of `loaded` (encoder included)."""
+    return loaded[1]

@@ -36,16 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def lm(loaded):
-    return loaded[0]
-
-
-@pytest.fixture(scope="module")
-def vq(loaded):
-    return loaded[1]
-
-
-@pytest.fixture(scope="module")
 def cond(lm):
     return prepare_cond(lm, "a red chair")
 

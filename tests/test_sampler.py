@@ -14,11 +14,6 @@ REF_STEPS = 160
 
 
 @pytest.fixture(scope="module")
-def lm(loaded):
-    return loaded[0]
-
-
-@pytest.fixture(scope="module")
 def cond(lm):
     return prepare_cond(lm, "a photo of a cat sitting on a red chair")
 
