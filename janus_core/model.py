@@ -62,7 +62,7 @@ class Linear(nn.Module):
         = scales_and_zeros [in / group, out, 2]. A layer whose shape torch's int4 kernels do not take
         (quantize.int4_fits) is stored int8. Both are parameters (no gradient), so `.to()`, state_dict and the
         editor's model manager see them like any weight."""
-        if mode == "int4" and not q.int4_fits(self.out_features, self.in_features):
+        if mode == "int4" and not q.int4_fits(self.out_features, self.in_features, q.INT4_GROUP):
             mode = "int8"
         if mode == "int8":
             packed, scales = q.quantize_int8(weight)

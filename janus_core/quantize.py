@@ -120,8 +120,13 @@ def dequantize_int4_plain(plain: torch.Tensor, sz: torch.Tensor, group: int, dty
 def int4_for_device(plain: torch.Tensor) -> tuple[torch.Tensor, str]:
     """The plain packed weight laid out for the int4 kernel of its device: (tensor, layout name)."""
     if plain.device.type == "cpu":
-        q = unpack_plain(plain).to(torch.int32)
-        return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, _inner_k_tiles(q.shape[1])), "cpu"
+        k = plain.shape[1] * 2
+        _cpu_layout_slots(k)  # checks the layout packs blocks of 64 rows independently: then pack ROW_BLOCK at a time
+        out = torch.empty_like(plain)
+        for r0 in range(0, plain.shape[0], ROW_BLOCK):
+            q = unpack_plain(plain[r0 : r0 + ROW_BLOCK]).to(torch.int32)
+            out[r0 : r0 + ROW_BLOCK] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, _inner_k_tiles(k))
+        return out, "cpu"
     if plain.device.type == "cuda":
         return torch.ops.aten._convert_weight_to_int4pack(plain.contiguous(), _inner_k_tiles(plain.shape[1] * 2)), "cuda"
     return plain, "plain"  # no int4 kernel here: dequantized per product
@@ -184,7 +189,7 @@ def int4_to_plain(weight: torch.Tensor, layout: str, in_features: int, group: in
 def int8_product(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """x [rows, in] @ dequant(weight).T, in x's dtype."""
     if x.device.type == "cpu":
-        return torch.ops.aten._weight_int8pack_mm(x.to(KERNEL_DTYPE), weight, scales.to(KERNEL_DTYPE)).to(x.dtype)
+        return torch.ops.aten._weight_int8pack_mm(x.to(KERNEL_DTYPE).contiguous(), weight, scales.to(KERNEL_DTYPE)).to(x.dtype)
     return int8_dequant_product(x, weight, scales)
 
 
@@ -195,8 +200,8 @@ def int8_dequant_product(x: torch.Tensor, weight: torch.Tensor, scales: torch.Te
 
 def int4_product(x: torch.Tensor, weight: torch.Tensor, sz: torch.Tensor, layout: str, group: int) -> torch.Tensor:
     if layout == "cpu":
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(KERNEL_DTYPE), weight, group,
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(KERNEL_DTYPE).contiguous(), weight, group,
                                                           sz.to(KERNEL_DTYPE)).to(x.dtype)
     if layout == "cuda":
-        return torch.ops.aten._weight_int4pack_mm(x.to(KERNEL_DTYPE), weight, group, sz.to(KERNEL_DTYPE)).to(x.dtype)
+        return torch.ops.aten._weight_int4pack_mm(x.to(KERNEL_DTYPE).contiguous(), weight, group, sz.to(KERNEL_DTYPE)).to(x.dtype)
     return F.linear(x, dequantize_int4_plain(weight, sz, group, x.dtype))

@@ -50,6 +50,18 @@ def test_quantized_product_matches_dequantized_reference(mode, bias, shape):
         torch.testing.assert_close(y, ref, rtol=0, atol=2e-2 * float(ref.abs().max()))  # bf16 activations
 
 
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_bfloat16_and_strided_inputs(mode):
+    """A bf16 model feeds the kernels directly; the head's input is a strided view (the last position)."""
+    lin, _ = _linear(64, 128, False, mode)
+    x = torch.randn(2, 5, 64, dtype=torch.bfloat16)[:, -1]
+    assert not x.is_contiguous()
+    y = lin(x)
+    assert y.dtype == torch.bfloat16
+    ref = F.linear(x.float(), _dequantized(lin))
+    torch.testing.assert_close(y.float(), ref, rtol=0, atol=2e-2 * float(ref.abs().max()))
+
+
 def test_int4_layouts_round_trip_and_the_dequantizing_fallback():
     torch.manual_seed(1)
     w = torch.randn(192, 128)
