@@ -37,7 +37,12 @@ QUANTIZE_CHOICES = ("none", "int8", "int4")
 INT4_GROUP = 32  # input features per int4 (scale, zero) pair; see benchmarks/README.md "Choosing the int4 group size"
 INT4_OUT_MULTIPLE = 64  # the CPU packer lays out blocks of 64 output features
 KERNEL_DTYPE = torch.bfloat16  # activation dtype of every quantized kernel
-ROW_BLOCK = 1024  # rows quantized at a time: temporaries stay a fraction of one tensor
+BLOCK_ELEMENTS = 1 << 22  # weights quantized / packed at a time (16 MB of float32 temporaries), never a whole tensor
+
+
+def _row_block(in_features: int) -> int:
+    """Rows per block: a multiple of 64 (the CPU int4 packer's block), about BLOCK_ELEMENTS weights."""
+    return max(INT4_OUT_MULTIPLE, BLOCK_ELEMENTS // in_features // INT4_OUT_MULTIPLE * INT4_OUT_MULTIPLE)
 
 
 def check_quantize(value) -> str:
@@ -67,12 +72,13 @@ def quantize_int8(w: torch.Tensor, scale_dtype=KERNEL_DTYPE) -> tuple[torch.Tens
     """float [out, in] -> (int8 [out, in], scales [out]) with w ~ q * scales[:, None]."""
     out = torch.empty(w.shape, dtype=torch.int8, device=w.device)
     scales = torch.empty(w.shape[0], dtype=torch.float32, device=w.device)
-    for r0 in range(0, w.shape[0], ROW_BLOCK):
-        block = w[r0 : r0 + ROW_BLOCK].float()
+    rb = _row_block(w.shape[1])
+    for r0 in range(0, w.shape[0], rb):
+        block = w[r0 : r0 + rb].float()
         s = block.abs().amax(dim=1).clamp(min=1e-12) / 127.0
         s = s.to(scale_dtype).float()  # quantize against the scale the kernel will use
-        out[r0 : r0 + ROW_BLOCK] = torch.round(block / s[:, None]).clamp_(-127, 127).to(torch.int8)
-        scales[r0 : r0 + ROW_BLOCK] = s
+        out[r0 : r0 + rb] = torch.round(block / s[:, None]).clamp_(-127, 127).to(torch.int8)
+        scales[r0 : r0 + rb] = s
     return out, scales.to(scale_dtype)
 
 
@@ -83,17 +89,18 @@ def quantize_int4(w: torch.Tensor, group: int = INT4_GROUP,
     n, k = w.shape
     plain = torch.empty((n, k // 2), dtype=torch.uint8, device=w.device)
     sz = torch.empty((k // group, n, 2), dtype=scale_dtype, device=w.device)
-    for r0 in range(0, n, ROW_BLOCK):
-        block = w[r0 : r0 + ROW_BLOCK].float().reshape(-1, k // group, group)
+    rb = _row_block(k)
+    for r0 in range(0, n, rb):
+        block = w[r0 : r0 + rb].float().reshape(-1, k // group, group)
         lo, hi = block.amin(dim=-1), block.amax(dim=-1)
         scales = ((hi - lo).clamp(min=1e-6) / 15).to(scale_dtype)
         zeros = (lo + scales.float() * 8).to(scale_dtype)
         base = zeros.float() - scales.float() * 8  # the kernel's lowest level, in the stored precision
         q = torch.round((block - base[..., None]) / scales.float()[..., None]).clamp_(0, 15).to(torch.uint8)
         q = q.reshape(q.shape[0], k)
-        plain[r0 : r0 + ROW_BLOCK] = (q[:, ::2] << 4) | q[:, 1::2]
-        sz[:, r0 : r0 + ROW_BLOCK, 0] = scales.t()
-        sz[:, r0 : r0 + ROW_BLOCK, 1] = zeros.t()
+        plain[r0 : r0 + rb] = (q[:, ::2] << 4) | q[:, 1::2]
+        sz[:, r0 : r0 + rb, 0] = scales.t()
+        sz[:, r0 : r0 + rb, 1] = zeros.t()
     return plain, sz
 
 
@@ -121,11 +128,12 @@ def int4_for_device(plain: torch.Tensor) -> tuple[torch.Tensor, str]:
     """The plain packed weight laid out for the int4 kernel of its device: (tensor, layout name)."""
     if plain.device.type == "cpu":
         k = plain.shape[1] * 2
-        _cpu_layout_slots(k)  # checks the layout packs blocks of 64 rows independently: then pack ROW_BLOCK at a time
+        _cpu_layout_slots(k)  # checks the layout packs blocks of 64 rows independently: then pack a block at a time
         out = torch.empty_like(plain)
-        for r0 in range(0, plain.shape[0], ROW_BLOCK):
-            q = unpack_plain(plain[r0 : r0 + ROW_BLOCK]).to(torch.int32)
-            out[r0 : r0 + ROW_BLOCK] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, _inner_k_tiles(k))
+        rb = _row_block(k)
+        for r0 in range(0, plain.shape[0], rb):
+            q = unpack_plain(plain[r0 : r0 + rb]).to(torch.int32)
+            out[r0 : r0 + rb] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, _inner_k_tiles(k))
         return out, "cpu"
     if plain.device.type == "cuda":
         return torch.ops.aten._convert_weight_to_int4pack(plain.contiguous(), _inner_k_tiles(plain.shape[1] * 2)), "cuda"
