@@ -27,6 +27,7 @@ moves between devices (see `int4_to_plain` / `int4_for_device`).
 from __future__ import annotations
 
 import functools
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -67,18 +68,36 @@ def _inner_k_tiles(in_features: int) -> int:
 # ---- quantizing ------------------------------------------------------------------------------------------
 
 
+_WORK = threading.local()
+
+
+def _work(numel: int, device) -> torch.Tensor:
+    """One float32 scratch buffer per thread and device, reused by every block of every tensor: quantizing
+    allocates no block-sized temporaries, whose freed heap pages would otherwise stay resident (fragmentation)."""
+    bufs = getattr(_WORK, "bufs", None)
+    if bufs is None:
+        bufs = _WORK.bufs = {}
+    key = str(torch.device(device))
+    if key not in bufs or bufs[key].numel() < numel:
+        bufs[key] = torch.empty(numel, dtype=torch.float32, device=device)
+    return bufs[key][:numel]
+
+
 @torch.no_grad()
 def quantize_int8(w: torch.Tensor, scale_dtype=KERNEL_DTYPE) -> tuple[torch.Tensor, torch.Tensor]:
     """float [out, in] -> (int8 [out, in], scales [out]) with w ~ q * scales[:, None]."""
+    n, k = w.shape
     out = torch.empty(w.shape, dtype=torch.int8, device=w.device)
-    scales = torch.empty(w.shape[0], dtype=torch.float32, device=w.device)
-    rb = _row_block(w.shape[1])
-    for r0 in range(0, w.shape[0], rb):
-        block = w[r0 : r0 + rb].float()
-        s = block.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    scales = torch.empty(n, dtype=torch.float32, device=w.device)
+    rb = _row_block(k)
+    for r0 in range(0, n, rb):
+        rows = min(rb, n - r0)
+        block = _work(rows * k, w.device).view(rows, k)
+        block.copy_(w[r0 : r0 + rows])
+        s = torch.linalg.vector_norm(block, ord=float("inf"), dim=1).clamp_(min=1e-12).div_(127.0)
         s = s.to(scale_dtype).float()  # quantize against the scale the kernel will use
-        out[r0 : r0 + rb] = torch.round(block / s[:, None]).clamp_(-127, 127).to(torch.int8)
-        scales[r0 : r0 + rb] = s
+        out[r0 : r0 + rows].copy_(block.div_(s[:, None]).round_().clamp_(-127, 127))
+        scales[r0 : r0 + rows] = s
     return out, scales.to(scale_dtype)
 
 
@@ -91,16 +110,18 @@ def quantize_int4(w: torch.Tensor, group: int = INT4_GROUP,
     sz = torch.empty((k // group, n, 2), dtype=scale_dtype, device=w.device)
     rb = _row_block(k)
     for r0 in range(0, n, rb):
-        block = w[r0 : r0 + rb].float().reshape(-1, k // group, group)
+        rows = min(rb, n - r0)
+        block = _work(rows * k, w.device).view(rows, k // group, group)
+        block.copy_(w[r0 : r0 + rows].reshape(rows, k // group, group))
         lo, hi = block.amin(dim=-1), block.amax(dim=-1)
-        scales = ((hi - lo).clamp(min=1e-6) / 15).to(scale_dtype)
+        scales = ((hi - lo).clamp_(min=1e-6) / 15).to(scale_dtype)
         zeros = (lo + scales.float() * 8).to(scale_dtype)
         base = zeros.float() - scales.float() * 8  # the kernel's lowest level, in the stored precision
-        q = torch.round((block - base[..., None]) / scales.float()[..., None]).clamp_(0, 15).to(torch.uint8)
-        q = q.reshape(q.shape[0], k)
-        plain[r0 : r0 + rb] = (q[:, ::2] << 4) | q[:, 1::2]
-        sz[:, r0 : r0 + rb, 0] = scales.t()
-        sz[:, r0 : r0 + rb, 1] = zeros.t()
+        block.sub_(base[..., None]).div_(scales.float()[..., None]).round_().clamp_(0, 15)
+        q = block.view(rows, k)
+        plain[r0 : r0 + rows].copy_(q[:, ::2]).mul_(16).add_(q[:, 1::2].to(torch.uint8))
+        sz[:, r0 : r0 + rows, 0] = scales.t()
+        sz[:, r0 : r0 + rows, 1] = zeros.t()
     return plain, sz
 
 
@@ -132,8 +153,13 @@ def int4_for_device(plain: torch.Tensor) -> tuple[torch.Tensor, str]:
         out = torch.empty_like(plain)
         rb = _row_block(k)
         for r0 in range(0, plain.shape[0], rb):
-            q = unpack_plain(plain[r0 : r0 + rb]).to(torch.int32)
-            out[r0 : r0 + rb] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, _inner_k_tiles(k))
+            rows = min(rb, plain.shape[0] - r0)
+            q = _work(rows * k, "cpu").view(torch.int32).view(rows, k // 2, 2)  # the scratch buffer, as int32
+            src = plain[r0 : r0 + rows]
+            q[..., 0].copy_(src >> 4)
+            q[..., 1].copy_(src & 15)
+            out[r0 : r0 + rows] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.view(rows, k),
+                                                                                      _inner_k_tiles(k))
         return out, "cpu"
     if plain.device.type == "cuda":
         return torch.ops.aten._convert_weight_to_int4pack(plain.contiguous(), _inner_k_tiles(plain.shape[1] * 2)), "cuda"
