@@ -83,6 +83,9 @@ def main(argv=None) -> int:
     p.add_argument("--shape", default="mini", choices=[s for s in SHAPES if s not in ("pro1b", "pro7b")])
     p.add_argument("--variants", default="bf16,int8,int4", help="comma list of " + ", ".join(VARIANTS))
     p.add_argument("--int4-groups", default="", help="also int4 with these group sizes (comma list), e.g. 32,64,128")
+    p.add_argument("--head-scale", type=float, default=1.0,
+                   help="multiply the generation head's output layer by this (sharper next-token distributions: a "
+                        "sensitivity check, since random weights give flatter ones than a trained model may)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -98,7 +101,12 @@ def main(argv=None) -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / args.shape
-        write_checkpoint(build_hf_model(text={**SHAPES[args.shape], **COMMON_TEXT}, vq=SMALL_VQ, seed=0), folder)
+        hf = build_hf_model(text={**SHAPES[args.shape], **COMMON_TEXT}, vq=SMALL_VQ, seed=0)
+        with torch.no_grad():
+            hf.model.generation_head.vision_head.weight.mul_(args.head_scale)
+            hf.model.generation_head.vision_head.bias.mul_(args.head_scale)
+        write_checkpoint(hf, folder)
+        del hf
         ref = load_generator(folder, dtype="float32", device="cpu")
         cond = prepare_cond(ref, PROMPT)
         teacher = sample_tokens(ref, cond, seed=0, temperature=1.0, cfg=CFG).tokens.reshape(-1)
@@ -135,12 +143,14 @@ def main(argv=None) -> int:
              "never (576 equal)" if r["greedy_first_divergence"] is None else r["greedy_first_divergence"],
              f"{r['weights_bytes'] / 2**20:.1f}"] for r in results]
     md = "\n".join([
-        f"## Quantization fidelity ({args.shape}, random weights N(0, 1/fan_in), teacher-forced over 576 tokens, "
+        f"## Quantization fidelity ({args.shape}, random weights N(0, 1/fan_in)"
+        f"{f', head output x {args.head_scale:g}' if args.head_scale != 1 else ''}, teacher-forced over 576 tokens, "
         f"cfg {CFG})", "",
         f"fp32 reference: CFG-mixed logit std {check['ref_logit_std']:.2f}, mean entropy "
         f"{check['ref_entropy_mean']:.2f} nats (of {math.log(16384):.2f} for uniform).", "", md_table(headers, rows)])
     print("\n" + md)
-    json_path = Path(args.json or RESULTS / f"quant_fidelity_{args.shape}.json")
+    suffix = f"_head{args.head_scale:g}" if args.head_scale != 1 else ""
+    json_path = Path(args.json or RESULTS / f"quant_fidelity_{args.shape}{suffix}.json")
     write_outputs(json_path, {"benchmark": "quant_fidelity", "args": vars(args), "machine": machine_info(torch),
                               "reference": check, "results": results,
                               "wall_s": time.perf_counter() - t_start}, md)
