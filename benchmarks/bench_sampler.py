@@ -10,8 +10,13 @@ contender loads that same folder, so all of them run on identical weights:
               (hf.model.language_model) with its default DynamicCache, interleaved cond/uncond rows,
               gen head on the last hidden state, CFG, argmax (greedy)
   c           hf.generate(generation_mode="image", do_sample=False, guidance_scale=5)  (static cache)
+  a-<variant> janus_core at another dtype / weight quantization (--variants bf16,int8,int4): a-bf16 loads with
+              dtype=bfloat16; a-int8 / a-int4 with quantize="int8" / "int4" (activations, norms, KV cache at
+              --dtype; the quantized products cast their input to bfloat16); a-int8@bf16 = int8 with bf16 everywhere
 
-All contenders produce greedy tokens; the run fails (exit 1) unless all are identical.
+All exact contenders (a, b, c, a-compiled) produce greedy tokens; the run fails (exit 1) unless they are
+identical. The variants round differently, so where their greedy stream parts from a is reported, not failed
+(benchmarks/quant_fidelity.py measures what quantization costs).
 
 Process layout: one worker process for janus_core (a, a-compiled) and one for transformers (b, c), both
 started with the same thread setting; they run alternately (the order rotates every repeat) and the median
@@ -24,6 +29,7 @@ are bracketed by torch.cuda.synchronize.
 
     python benchmarks/bench_sampler.py                         # CPU, mini + pro1b-4L, batch 1 and 4
     python benchmarks/bench_sampler.py --device cuda --dtype bfloat16 --shapes pro1b,pro7b
+    python benchmarks/bench_sampler.py --variants bf16,int8,int4      # + janus_core bf16 / int8 / int4 side by side
 """
 
 from __future__ import annotations
@@ -80,6 +86,18 @@ CONTENDER_DOC = {
     "b": "reference loop (official script on LlamaModel + DynamicCache)",
     "c": "transformers JanusForConditionalGeneration.generate(image)",
 }
+VARIANTS = {  # --variants name -> (dtype or None = --dtype, quantize)
+    "bf16": ("bfloat16", "none"), "fp32": ("float32", "none"), "int8": (None, "int8"), "int4": (None, "int4"),
+    "int8@bf16": ("bfloat16", "int8"), "int4@bf16": ("bfloat16", "int4"),
+}
+
+
+def contender_doc(cnt: str) -> str:
+    if cnt in CONTENDER_DOC:
+        return CONTENDER_DOC[cnt]
+    dtype, quantize = VARIANTS[cnt[2:]]
+    return f"janus_core {quantize if quantize != 'none' else ''}{' ' if quantize != 'none' and dtype else ''}" \
+           f"{dtype or ''}".strip()
 
 
 # ----------------------------------------------------------------------------------------------- workers
@@ -141,7 +159,7 @@ def _measure(torch, device, fn):
     return res
 
 
-def core_worker(conn, folder: str, device: str, dtype: str, threads: int | None) -> None:
+def core_worker(conn, folder: str, device: str, dtype: str, threads: int | None, quantize: str = "none") -> None:
     """Loads the checkpoint with janus_core and serves ("run", contender, batch, n_tokens) requests."""
     try:
         import torch
@@ -152,7 +170,7 @@ def core_worker(conn, folder: str, device: str, dtype: str, threads: int | None)
 
         base_rss = rss_bytes()  # interpreter + torch + janus_core imported, no weights yet
 
-        lm, vq = load(folder, dtype=dtype, device=device)
+        lm, vq = load(folder, dtype=dtype, device=device, quantize=quantize)
         del vq
         gc.collect()
         cond = prepare_cond(lm, PROMPT)
@@ -330,20 +348,30 @@ def first_mismatch(x: list, y: list):
 
 
 def run_shape(shape: str, args, ctx, results: list, infos: dict, flush=None) -> None:
-    contenders = ["a", "b", "c"] + (["a-compiled"] if args.compile else [])
+    variants = [f"a-{v}" for v in args.variants]
+    contenders = ["a", "b", "c"] + (["a-compiled"] if args.compile else []) + variants
     with tempfile.TemporaryDirectory(prefix=f"janus-bench-{shape}-") as tmp:
         folder = build_checkpoint(shape, Path(tmp) / shape, args.dtype, args.device)
         core = Worker(ctx, core_worker, str(folder), args.device, args.dtype, args.threads)
         hfw = Worker(ctx, hf_worker, str(folder), args.device, args.dtype, args.threads)
+        extra = {}
         try:
             cinfo, hinfo = core.recv(), hfw.recv()
             infos[shape] = {"janus_core": cinfo, "transformers": hinfo}
+            for v in variants:  # one process each: its peak RSS is its own
+                dtype, quantize = VARIANTS[v[2:]]
+                extra[v] = Worker(ctx, core_worker, str(folder), args.device, dtype or args.dtype, args.threads,
+                                  quantize)
+                infos[shape][v] = extra[v].recv()
+                print(f"[{shape}] loaded {v}: weights {infos[shape][v]['weights_bytes'] / MIB:.1f} MiB", flush=True)
             print(f"[{shape}] loaded: janus_core weights {cinfo['weights_bytes'] / MIB:.1f} MiB, "
                   f"transformers weights {hinfo['weights_bytes'] / MIB:.1f} MiB, threads {cinfo['threads']}/"
                   f"{hinfo['threads']}, HF attention {hinfo['attn_implementation']}", flush=True)
             ids, pad_id = cinfo["prompt_ids"], cinfo["uncond_ids"][1] if len(cinfo["uncond_ids"]) > 2 else 0
 
             def run(contender, batch, n):
+                if contender in extra:
+                    return extra[contender].call("run", "a", batch, n)
                 if contender.startswith("a"):
                     return core.call("run", contender, batch, n)
                 return hfw.call("run", contender, batch, n, ids, pad_id)
@@ -366,6 +394,12 @@ def run_shape(shape: str, args, ctx, results: list, infos: dict, flush=None) -> 
                             for other, lst in runs.items():
                                 for r in lst:
                                     mm = first_mismatch(ref, r["tokens"])
+                                    if mm is not None and other in extra:
+                                        if r is lst[-1] and r is runs[cnt][-1]:
+                                            print(f"[{shape} b{batch}] {other}: greedy tokens part from a at image "
+                                                  f"{mm[0]}, token {mm[1]} (expected: another dtype / quantization)",
+                                                  flush=True)
+                                        continue
                                     if mm is not None and args.dtype != "float32":
                                         # half precision: implementations round differently, so greedy streams
                                         # may part ways; report where instead of failing (exactness is fp32's job)
@@ -375,12 +409,20 @@ def run_shape(shape: str, args, ctx, results: list, infos: dict, flush=None) -> 
                                         raise SystemExit(
                                             f"TOKEN MISMATCH [{shape} batch {batch}]: contender {other} differs from "
                                             f"a at image {mm[0]}, token {mm[1]}: {mm[3]} vs {mm[2]}")
-                results.append(summarise(shape, batch, runs, cinfo, hinfo, args))
+                rec = summarise(shape, batch, runs, cinfo, hinfo, args)
+                for v in variants:
+                    rec["contenders"][v]["weights_bytes"] = infos[shape][v]["weights_bytes"]
+                    rec["contenders"][v]["streamed_weights_bytes"] = infos[shape][v]["streamed_weights_bytes"]
+                    rec["contenders"][v]["first_divergence"] = first_mismatch(runs["a"][0]["tokens"],
+                                                                              runs[v][0]["tokens"])
+                results.append(rec)
                 if flush is not None:
                     flush()  # results so far reach the disk even if a later shape is interrupted
         finally:
             core.close()
             hfw.close()
+            for w in extra.values():
+                w.close()
 
 
 def summarise(shape, batch, runs, cinfo, hinfo, args) -> dict:
@@ -399,12 +441,16 @@ def summarise(shape, batch, runs, cinfo, hinfo, args) -> dict:
     }
     for cnt, lst in runs.items():
         s = med[cnt]
-        c = {"what": CONTENDER_DOC[cnt], "seconds": [r["seconds"] for r in lst], "median_s": s,
+        c = {"what": contender_doc(cnt), "seconds": [r["seconds"] for r in lst], "median_s": s,
              "ms_per_token": 1000 * s / n, "images_per_s": batch / s,
              "peak_rss": max(r["peak_rss"] for r in lst), "rss_before": max(r["rss_before"] for r in lst)}
         if "gpu_peak" in lst[0]:
             c["gpu_peak"] = max(r["gpu_peak"] for r in lst)
         rec["contenders"][cnt] = c
+    for cnt in med:
+        rec["contenders"][cnt]["speedup_over_a"] = med["a"] / med[cnt]
+        if "a-bf16" in med:
+            rec["contenders"][cnt]["speedup_over_a_bf16"] = med["a-bf16"] / med[cnt]
     rec["speedup_a_over_b"] = med["b"] / med["a"]
     rec["speedup_a_over_c"] = med["c"] / med["a"]
     if "a-compiled" in med:
@@ -455,6 +501,23 @@ def render(results: list[dict], args, infos: dict, machine: dict) -> str:
                 row += [f"{c.get('gpu_peak', 0) / MIB:.0f}", f"{r['floor_ms_per_step']:.2f}"]
             rows.append(row)
     out.append(md_table(headers, rows))
+    if args.variants:
+        out += ["", f"janus_core variants against janus_core at {args.dtype} (a) and at bfloat16 (a-bf16), same run:", ""]
+        vrows = []
+        for r in results:
+            for cnt, c in r["contenders"].items():
+                if not cnt.startswith("a"):
+                    continue
+                div = c.get("first_divergence")
+                vrows.append([r["shape"], r["batch"], f"{cnt}: {c['what']}", f"{c['ms_per_token']:.2f}",
+                              f"{c['speedup_over_a']:.2f}x",
+                              f"{c['speedup_over_a_bf16']:.2f}x" if "speedup_over_a_bf16" in c else "",
+                              f"{c.get('streamed_weights_bytes', r['streamed_weights_bytes']) / MIB:.0f}",
+                              f"{c['peak_rss'] / MIB:.0f}",
+                              "" if cnt in ("a", "a-compiled") else ("none" if div is None else f"token {div[1]}")])
+        out.append(md_table(["shape", "batch", "contender", "ms/token", "t_a / t", "t_a-bf16 / t",
+                             "weights streamed per step MiB", "peak RSS MiB", "greedy stream parts from a at"],
+                            vrows))
     out += ["", "Memory check for janus_core (contender a): weights + KV cache (+15 %) vs peak RSS of its process.", ""]
     mrows = []
     for r in results:
@@ -485,6 +548,8 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every worker")
     p.add_argument("--compile", action="store_true", help="add contender a-compiled (compile=True)")
+    p.add_argument("--variants", default="", help="comma list of janus_core variants run side by side: "
+                   + ", ".join(VARIANTS))
     p.add_argument("--json", default=None, help="output JSON path (markdown next to it)")
     args = p.parse_args(argv)
     cuda = args.device.startswith("cuda")
@@ -493,6 +558,10 @@ def parse_args(argv=None):
     for s in args.shapes:
         if s not in SHAPES:
             p.error(f"unknown shape {s!r}; choose from {', '.join(SHAPES)}")
+    args.variants = [v for v in args.variants.split(",") if v]
+    for v in args.variants:
+        if v not in VARIANTS:
+            p.error(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
     args.batch = [int(b) for b in (args.batch or ("1,16" if cuda else "1,4")).split(",")]
     if math.isqrt(args.tokens) ** 2 != args.tokens:
         p.error("--tokens must be a perfect square")

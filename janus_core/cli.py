@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import JanusError, SettingError
+from .quantize import QUANTIZE_CHOICES
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -57,7 +58,7 @@ def _load(args, with_encoder=False, need_lm=True):
     print(f"loading {folder}", file=sys.stderr)
     if need_lm:
         return load(folder, dtype=args.dtype, device=args.device, vq_dtype=args.vq_dtype, with_encoder=with_encoder,
-                    prompt_format=args.prompt_format, progress=TerminalProgress("load"))
+                    prompt_format=args.prompt_format, progress=TerminalProgress("load"), quantize=args.quantize)
     return None, load_vq(folder, dtype=args.vq_dtype, device=args.device, with_encoder=with_encoder,
                          progress=TerminalProgress("load"))
 
@@ -174,8 +175,9 @@ def cmd_describe(args) -> int:
     folder = resolve_model(args.model, args.models_dir)
     print(f"loading {folder}", file=sys.stderr)
     with open_checkpoint(folder) as ckpt:  # one pass over the files: generation model + understanding parts
-        lm = build_generator(ckpt, args.dtype, args.device, args.prompt_format, progress=TerminalProgress("load"))
-        und = build_understanding(ckpt, lm.dtype, lm.device)
+        lm = build_generator(ckpt, args.dtype, args.device, args.prompt_format, progress=TerminalProgress("load"),
+                             quantize=args.quantize)
+        und = build_understanding(ckpt, lm.dtype, lm.device, quantize=lm.quantize)
     answers = describe(lm, pictures, args.question, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
                        max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt,
                        progress=TerminalProgress("tokens"), understanding=und)
@@ -243,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
         if lm:
             sp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
             sp.add_argument("--prompt-format", default="auto", choices=["auto", "pro", "janus"])
+            sp.add_argument("--quantize", default="none", choices=list(QUANTIZE_CHOICES),
+                            help="weight-only quantization of the language model's linear layers: int8 ~ half the "
+                                 "memory of bf16, int4 ~ a quarter; both faster on the CPU; images differ slightly "
+                                 "(default: none, exact)")
 
     g = sub.add_parser("generate", help="text -> images (PNG) [and tokens]")
     model_args(g)

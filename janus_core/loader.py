@@ -20,8 +20,9 @@ from torch import nn
 
 from .config import ORIGINAL, read_checkpoint_config
 from .errors import CheckpointError, DeviceError, SettingError
-from .model import JanusGenerator
+from .model import JanusGenerator, Linear
 from .payloads import JanusLM, JanusVQ, ModelIdentity
+from .quantize import check_quantize
 from .prompt import FORMATS, PromptTokenizer, detect_prompt_format
 from .vision import ImagePreprocess, JanusUnderstanding, UnderstandingModel, VisionConfig
 from .vq_model import VQModel
@@ -194,12 +195,19 @@ class Checkpoint:
 
     # -- reading -------------------------------------------------------------------------------------------
     def fill(self, module: nn.Module, sources: dict[str, tuple[str, ...]], device, dtype,
-             progress: LoadProgress | None = None) -> None:
-        """Read every parameter of a meta-device `module` from its source keys, casting as we go, then assign.
-        Several source keys for one parameter are concatenated along dim 0 (fused q/k/v, gate/up)."""
+             progress: LoadProgress | None = None, quantize: str = "none", quantize_only: str = "") -> None:
+        """Read every parameter of a meta-device `module` from its source keys, casting as we go, and assign it.
+        Several source keys for one parameter are concatenated along dim 0 (fused q/k/v, gate/up).
+
+        quantize "int8" / "int4": the weight of every `model.Linear` is read into one full-precision staging
+        tensor, quantized at once (`Linear.set_quantized`) and the staging freed before the next tensor is read, so
+        no full-precision copy of the model ever exists. Other parameters (embeddings, norms, biases) keep `dtype`.
+        `quantize_only`: quantize only the weights whose names start with this prefix. Tables of host-resident
+        modules (`HostEmbedding`) go to the CPU whatever `device` is."""
+        quantize = check_quantize(quantize)
         reader = self.reader
-        state = {}
         params = dict(module.named_parameters())
+        cpu = torch.device("cpu")
         for n, (name, meta) in enumerate(params.items()):
             keys = sources[name]
             parts = []
@@ -218,15 +226,21 @@ class Checkpoint:
                     f"{reader.file_of(keys[0])}: tensor {bad} has shape {parts if len(parts) > 1 else parts[0]}, "
                     f"expected {tuple(meta.shape)} from config.json. The config and weights do not belong together."
                 )
-            dest = torch.empty(meta.shape, dtype=dtype, device=device)
+            owner_name, _, leaf = name.rpartition(".")
+            owner = module.get_submodule(owner_name)
+            where = cpu if getattr(owner, "host_resident", False) else device
+            dest = torch.empty(meta.shape, dtype=dtype, device=where)
             offset = 0
             for key, shape in zip(keys, parts):
                 reader.copy_into(key, dest[offset : offset + shape[0]])
                 offset += shape[0]
-            state[name] = dest
+            if quantize != "none" and isinstance(owner, Linear) and leaf == "weight" and name.startswith(quantize_only):
+                owner.set_quantized(quantize, dest)
+            else:
+                setattr(owner, leaf, nn.Parameter(dest, requires_grad=False))
+            del dest
             if progress is not None:
                 progress(n + 1, len(params))
-        module.load_state_dict(state, strict=True, assign=True)
         module.requires_grad_(False).eval()
 
     def close(self) -> None:
@@ -250,7 +264,8 @@ def open_checkpoint(source: str | Path | Checkpoint):
 
 
 def build_generator(ckpt: Checkpoint, dtype, device, prompt_format: str = "auto",
-                    progress: LoadProgress | None = None) -> JanusLM:
+                    progress: LoadProgress | None = None, quantize: str = "none") -> JanusLM:
+    quantize = check_quantize(quantize)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     if prompt_format not in (None, "", "auto") and prompt_format not in FORMATS:
@@ -268,11 +283,11 @@ def build_generator(ckpt: Checkpoint, dtype, device, prompt_format: str = "auto"
     image_vocab, image_embed_dim = ckpt.reader.shapes[embed_key]
     with bare_modules():
         model = JanusGenerator(ckpt.config.lm, image_vocab, image_embed_dim)
-    ckpt.fill(model, ckpt.generator_sources, device, dtype, progress)
+    ckpt.fill(model, ckpt.generator_sources, device, dtype, progress, quantize=quantize)
     if prompt_format in (None, "", "auto"):
         prompt_format = detect_prompt_format(tokenizer, ckpt.config.raw, ckpt.folder.name)
     return JanusLM(model=model, tokenizer=tokenizer, prompt_format=prompt_format, identity=ckpt.identity,
-                   device=device, dtype=dtype)
+                   device=device, dtype=dtype, quantize=quantize)
 
 
 def build_vq(ckpt: Checkpoint, dtype, device, with_encoder: bool = False,
@@ -292,12 +307,16 @@ def build_vq(ckpt: Checkpoint, dtype, device, with_encoder: bool = False,
 
 
 def load_generator(folder: str | Path | Checkpoint, dtype="auto", device="auto", prompt_format: str = "auto",
-                   progress: LoadProgress | None = None) -> JanusLM:
-    """Load the text-to-image language model of a checkpoint folder (JANUS_LM)."""
+                   progress: LoadProgress | None = None, quantize: str = "none") -> JanusLM:
+    """Load the text-to-image language model of a checkpoint folder (JANUS_LM).
+
+    quantize: "none", "int8" or "int4" weight-only quantization of every linear layer (quantize.py); `dtype` is
+    then the dtype of everything else (embeddings, norms, activations, KV cache)."""
+    quantize = check_quantize(quantize)
     device = resolve_device(device)  # settings first: a wrong device fails before any file is read
     dtype = resolve_dtype(dtype, device)
     with open_checkpoint(folder) as ckpt:
-        return build_generator(ckpt, dtype, device, prompt_format, progress)
+        return build_generator(ckpt, dtype, device, prompt_format, progress, quantize)
 
 
 def load_vq(folder: str | Path | Checkpoint, dtype="auto", device="auto", with_encoder: bool = False,
@@ -310,12 +329,15 @@ def load_vq(folder: str | Path | Checkpoint, dtype="auto", device="auto", with_e
 
 
 def load(folder: str | Path | Checkpoint, dtype="auto", device="auto", vq_dtype="auto", with_encoder: bool = False,
-         prompt_format: str = "auto", progress: LoadProgress | None = None) -> tuple[JanusLM, JanusVQ]:
-    """Both halves of text-to-image from one opened checkpoint (one pass over the weight files)."""
+         prompt_format: str = "auto", progress: LoadProgress | None = None,
+         quantize: str = "none") -> tuple[JanusLM, JanusVQ]:
+    """Both halves of text-to-image from one opened checkpoint (one pass over the weight files).
+    quantize ("none" | "int8" | "int4") applies to the language model's linear layers only (see load_generator)."""
+    quantize = check_quantize(quantize)
     device = resolve_device(device)
     dtype, vq_dtype = resolve_dtype(dtype, device), resolve_vq_dtype(vq_dtype, device)
     with open_checkpoint(folder) as ckpt:
-        lm = build_generator(ckpt, dtype, device, prompt_format, progress)
+        lm = build_generator(ckpt, dtype, device, prompt_format, progress, quantize)
         vq = build_vq(ckpt, vq_dtype, device, with_encoder)
     return lm, vq
 
@@ -394,8 +416,12 @@ def read_preprocess(folder: Path) -> ImagePreprocess:
         raise CheckpointError(f"{path}: unreadable image settings ({exc}).") from exc
 
 
-def build_understanding(ckpt: Checkpoint, dtype, device, progress: LoadProgress | None = None) -> JanusUnderstanding:
-    """The vision tower, aligner and text head of a checkpoint (what Janus Describe Image adds to generation)."""
+def build_understanding(ckpt: Checkpoint, dtype, device, progress: LoadProgress | None = None,
+                        quantize: str = "none") -> JanusUnderstanding:
+    """The vision tower, aligner and text head of a checkpoint (what Janus Describe Image adds to generation).
+    `quantize` applies to the text head only (it is the language model's, 0.4-0.8 GB in bf16, and follows the
+    language model's choice); the tower and aligner stay exact, as the VQ does for generation."""
+    quantize = check_quantize(quantize)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     cfg = understanding_config(ckpt)
@@ -412,12 +438,12 @@ def build_understanding(ckpt: Checkpoint, dtype, device, progress: LoadProgress 
                               f"tower's {cfg.num_positions} positions of {cfg.patch} px need {cfg.image_size} px.")
     with bare_modules():
         model = UnderstandingModel(cfg, ckpt.config.lm.hidden_size, ckpt.config.lm.vocab_size)
-    ckpt.fill(model, sources, device, dtype, progress)
+    ckpt.fill(model, sources, device, dtype, progress, quantize=quantize, quantize_only="lm_head.")
     return JanusUnderstanding(model=model, preprocess=preprocess, identity=ckpt.identity, device=device, dtype=dtype)
 
 
 def load_understanding(folder: str | Path | Checkpoint, dtype="auto", device="auto",
-                       progress: LoadProgress | None = None) -> JanusUnderstanding:
+                       progress: LoadProgress | None = None, quantize: str = "none") -> JanusUnderstanding:
     """Load only the understanding parts of a checkpoint folder (the generation model loads separately)."""
     with open_checkpoint(folder) as ckpt:
-        return build_understanding(ckpt, dtype, device, progress)
+        return build_understanding(ckpt, dtype, device, progress, quantize)

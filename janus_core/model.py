@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import quantize as q
 from .config import LMConfig
 
 
@@ -40,16 +41,63 @@ class Linear(nn.Module):
     hence `_gemv_rows`. The prefill's many rows, inputs narrower than 512 (the tiny test model, hidden 64, samples
     ~45 % slower with the form: its weights sit in cache and the form's extra calls dominate) and every other
     device use `F.linear`.
-    The forms round differently, so a compiled step takes the same one as the eager step."""
+    The forms round differently, so a compiled step takes the same one as the eager step.
+
+    Quantized storage (`set_quantized`, done by the loader while it reads each weight): int8 or int4 weight-only,
+    multiplied by torch's own kernels (quantize.py says which, per device)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
+        self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.quant = "none"  # storage mode: "none" (float weight), "int8" or "int4"; see set_quantized
+        self.layout = None  # int4 only: "cpu", "cuda" or "plain" (quantize.py)
+        self.group = None  # int4 only: input features per (scale, zero) pair
+
+    def set_quantized(self, mode: str, weight: torch.Tensor) -> None:
+        """Replace the float weight [out, in] by its weight-only quantized form, on the weight's device.
+
+        int8: `weight` int8 [out, in] + `scales` [out]. int4: `weight` packed for the device's kernel + `scales`
+        = scales_and_zeros [in / group, out, 2]. A layer whose shape torch's int4 kernels do not take
+        (quantize.int4_fits) is stored int8. Both are parameters (no gradient), so `.to()`, state_dict and the
+        editor's model manager see them like any weight."""
+        if mode == "int4" and not q.int4_fits(self.out_features, self.in_features, q.INT4_GROUP):
+            mode = "int8"
+        if mode == "int8":
+            packed, scales = q.quantize_int8(weight)
+            self.layout = self.group = None
+        elif mode == "int4":
+            plain, scales = q.quantize_int4(weight, q.INT4_GROUP)
+            packed, self.layout = q.int4_for_device(plain)
+            self.group = q.INT4_GROUP
+            del plain
+        else:
+            raise ValueError(f"unknown quantization {mode!r}")
+        self.weight = nn.Parameter(packed, requires_grad=False)
+        self.scales = nn.Parameter(scales, requires_grad=False)
+        self.quant = mode
+
+    def _apply(self, fn, recurse=True):
+        """int4 weights are laid out per device: moving one re-lays it out for the new device's kernel."""
+        if self.quant == "int4":
+            target = fn(torch.empty(0, dtype=torch.uint8, device=self.weight.device)).device
+            if target != self.weight.device:
+                plain = q.int4_to_plain(self.weight.data, self.layout, self.in_features, self.group).to(target)
+                packed, self.layout = q.int4_for_device(plain)
+                self.weight = nn.Parameter(packed, requires_grad=False)
+        return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        if flat.device.type == "cpu" and self.weight.shape[1] >= GEMV_MIN_IN and flat.shape[0] <= _gemv_rows():
+        if self.quant != "none":
+            if self.quant == "int8":
+                out = q.int8_product(flat, self.weight, self.scales)
+            else:
+                out = q.int4_product(flat, self.weight, self.scales, self.layout, self.group)
+            if self.bias is not None:
+                out = out + self.bias
+        elif flat.device.type == "cpu" and self.weight.shape[1] >= GEMV_MIN_IN and flat.shape[0] <= _gemv_rows():
             # contiguous: a transposed [rows, out] result fed to the next product as x.T would turn it into
             # the slow GEMM variant (a few hundred floats to copy)
             out = (self.weight @ flat.t()).t().contiguous()
@@ -176,6 +224,24 @@ class MLP2(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
+class HostEmbedding(nn.Embedding):
+    """An embedding table that stays in host memory: `.to(device)`, `.cuda()`, `.half()` and the editor's model
+    manager (which moves module by module) leave it where the loader put it, on the CPU. Only the rows a prompt
+    asks for are gathered there and moved (`JanusGenerator.embed_text`)."""
+
+    host_resident = True
+
+    def _apply(self, fn, recurse=True):
+        return self
+
+
+def device_parameters(module: nn.Module):
+    """The parameters that move with the model (everything but host-resident tables)."""
+    for m in module.modules():
+        if not getattr(m, "host_resident", False):
+            yield from m.parameters(recurse=False)
+
+
 class JanusGenerator(nn.Module):
     """Everything text-to-image sampling needs, and nothing else (no lm_head, no vision tower)."""
 
@@ -183,7 +249,7 @@ class JanusGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.image_vocab = image_vocab
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = HostEmbedding(cfg.vocab_size, cfg.hidden_size)  # on the CPU, wherever the model runs
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.gen_embed = nn.Embedding(image_vocab, image_embed_dim)
@@ -191,8 +257,10 @@ class JanusGenerator(nn.Module):
         self.gen_head = MLP2(cfg.hidden_size, cfg.hidden_size, image_vocab)
 
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
-        """Text-token embeddings [R, T, H] for prompt ids, on the device the decoder runs on."""
-        return self.embed_tokens(ids)
+        """Text-token embeddings [R, T, H] for prompt ids, on the device the decoder runs on: the rows are
+        gathered from the host-resident table and only they are moved."""
+        ref = self.norm.weight
+        return self.embed_tokens(ids.to(self.embed_tokens.weight.device)).to(device=ref.device, dtype=ref.dtype)
 
     def image_token_embeds(self, tokens: torch.Tensor) -> torch.Tensor:
         """aligner(gen_embed(ids)): the LLM input for an image token."""

@@ -41,7 +41,8 @@ class JanusLM:
     prompt_format: str
     identity: ModelIdentity
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype  # activations, embeddings, norms, KV cache (and the linear weights unless quantized)
+    quantize: str = "none"  # weight-only quantization of the linear layers: "none", "int8" or "int4"
     static_decoders: dict = field(default_factory=dict, repr=False)  # compiled steps (sampler, compile=True)
 
 

@@ -212,7 +212,8 @@ def sample_tokens(
         tokens=out.view(batch_size, GRID, GRID).cpu(),
         seeds=seeds,
         settings={"cfg": cfg, "temperature": temperature, "top_k": top_k, "top_p": top_p,
-                  "batch_size": batch_size, "seed": seed, "partial": keep is not None},
+                  "batch_size": batch_size, "seed": seed, "partial": keep is not None,
+                  "quantize": getattr(lm, "quantize", "none")},
         model=lm.identity.as_dict(),
         prompt=cond.prompt,
     )

@@ -182,7 +182,7 @@ def understanding_for(lm: JanusLM) -> JanusUnderstanding:
                 if ckpt.identity.fingerprint != lm.identity.fingerprint:
                     raise CheckpointError(f"{lm.identity.path}: the checkpoint files changed since the model was "
                                           "loaded; load the model again.")
-                und = build_understanding(ckpt, lm.dtype, lm.device)
+                und = build_understanding(ckpt, lm.dtype, lm.device, quantize=lm.quantize)
             _LOADED[lm] = und
         return und
 

@@ -138,13 +138,16 @@ def auto_dtype(device: torch.device) -> torch.dtype:
 
 # ----------------------------------------------------------------------------------------------- memory
 
-def make_patcher(module: torch.nn.Module, load_device: torch.device, offload: torch.device):
-    """Wrap `module` in the editor's ModelPatcher (None outside the editor)."""
+def make_patcher(module: torch.nn.Module, load_device: torch.device, offload: torch.device, size: int = 0):
+    """Wrap `module` in the editor's ModelPatcher (None outside the editor). `size`: the bytes it takes on the
+    load device (the editor would otherwise sum its state dict, counting host-resident tables too)."""
     cls = model_patcher_class()
     if cls is None:
         return None
-    module.device = next(module.parameters()).device  # where the weights are now
-    return cls(module, load_device=load_device, offload_device=offload)
+    from ..janus_core.model import device_parameters
+
+    module.device = next(device_parameters(module)).device  # where the weights are now
+    return cls(module, load_device=load_device, offload_device=offload, size=size)
 
 
 def load_to_device(patcher) -> None:

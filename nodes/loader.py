@@ -33,7 +33,7 @@ class JanusARLoader:
     DESCRIPTION = ("Loads a Janus / Janus-Pro checkpoint for text-to-image: the language model with its image head "
                    "(JANUS_LM) and the VQ-16 image tokenizer (JANUS_VQ). Folders come from models/Janus-Pro/ (and "
                    "extra_model_paths.yaml key 'Janus-Pro'); known repo ids download there on first use. "
-                   "One loaded copy per checkpoint, dtype and device is shared by every loader that asks.")
+                   "One loaded copy per checkpoint, dtype, device and quantize choice is shared by every loader that asks.")
     RETURN_TYPES = ("JANUS_LM", "JANUS_VQ")
     RETURN_NAMES = ("lm", "vq")
     OUTPUT_TOOLTIPS = ("The language model with its image-generation head, tokenizer and prompt format.",
@@ -55,6 +55,16 @@ class JanusARLoader:
                     "default": "auto",
                     "tooltip": "Where the model runs. auto = the editor's device (its --cpu etc. flags apply)."}),
             },
+            "optional": {  # optional, so workflows and API prompts saved before it existed still validate
+                "quantize": (models.QUANTIZE_CHOICES, {
+                    "default": "none",
+                    "tooltip": "Weight-only quantization of the language model's linear layers (embeddings, norms "
+                               "and the VQ keep dtype). none: exact. int8: about half the memory of bfloat16 "
+                               "(Janus-Pro-7B's generation model ~6.2 GB instead of ~12.3 GB), ~1.5x faster "
+                               "than float32 on the CPU, a small change in the images. int4: about a third "
+                               "(7B ~3.9 GB), the same CPU speed as int8, images differ clearly. Measured speed "
+                               "and fidelity: benchmarks/README.md."}),
+            },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
@@ -63,7 +73,7 @@ class JanusARLoader:
         return models.validate_model_choice(model)
 
     @classmethod
-    def IS_CHANGED(cls, model, dtype="auto", device="auto", **_hidden):  # the editor passes unique_id too
+    def IS_CHANGED(cls, model, dtype="auto", device="auto", quantize="none", **_hidden):  # + unique_id
         """Re-run when the chosen folder's files change (a replaced or completed checkpoint)."""
         folder = models.local_checkpoints().get(model)
         if folder is None and model in models.KNOWN_REPOS:
@@ -71,6 +81,6 @@ class JanusARLoader:
                            if p.is_dir()), None)
         return models.folder_signature(folder) if folder is not None else ""
 
-    def load(self, model, dtype="auto", device="auto", unique_id=None):
+    def load(self, model, dtype="auto", device="auto", quantize="none", unique_id=None):
         folder = models.resolve_checkpoint(model, tqdm_class=download_tqdm(unique_id))
-        return models.load_models(folder, dtype, device)
+        return models.load_models(folder, dtype, device, quantize)

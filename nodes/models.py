@@ -2,7 +2,7 @@
 
 - Choices: every folder under any `Janus-Pro` model root holding config.json + tokenizer.json + weights, then
   janus_core.hub.KNOWN_REPOS (downloaded on first use into `models/Janus-Pro/<local name>`).
-- One loaded copy per (checkpoint folder, dtype, device): weakly cached, so it lives exactly as long as some
+- One loaded copy per (checkpoint folder, dtype, device, quantize choice): weakly cached, so it lives exactly as long as some
   node output (or caller) holds it.
 - Inside the editor each model is wrapped in a ModelPatcher; `ensure_on_device` calls `load_models_gpu` so
   "unload models" and low-VRAM offload work. Outside: plain `.to(device)`.
@@ -23,10 +23,13 @@ from ..janus_core import fit_token_palette, id_palette, load, load_generator, lo
 from ..janus_core.errors import CheckpointError
 from ..janus_core.hub import KNOWN_REPOS, is_complete, local_name, resolve_model
 from ..janus_core.loader import resolve_device as core_resolve_device
+from ..janus_core.model import device_parameters
+from ..janus_core.quantize import QUANTIZE_CHOICES, check_quantize
 from . import host
 from .errors import for_input, input_error
 
 DTYPE_CHOICES = ["auto", "bfloat16", "float16", "float32"]
+QUANTIZE_CHOICES = list(QUANTIZE_CHOICES)
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -105,9 +108,16 @@ def _vq_dtype(dtype: str, lm_dtype: torch.dtype, device: torch.device):
     return lm_dtype if (dtype not in (None, "", "auto") or device.type == "cuda") else torch.float32
 
 
+def device_bytes(module: torch.nn.Module) -> int:
+    """Bytes the model occupies on its load device: quantized weights at their packed size, the host-resident
+    text-embedding table not at all (it stays in RAM)."""
+    return sum(p.numel() * p.element_size() for p in device_parameters(module))
+
+
 def _register(obj, load_device: torch.device, offload: torch.device):
-    """Wrap a freshly loaded payload in a ModelPatcher and point the payload at its load device."""
-    patcher = host.make_patcher(obj.model, load_device, offload)
+    """Wrap a freshly loaded payload in a ModelPatcher (told the model's true size on the device) and point the
+    payload at its load device."""
+    patcher = host.make_patcher(obj.model, load_device, offload, device_bytes(obj.model))
     if patcher is not None:
         _PATCHERS[obj] = patcher
     if obj.device != load_device:
@@ -129,7 +139,7 @@ def ensure_on_device(*objs) -> None:
     for obj in objs:
         if _PATCHERS.get(obj) is not None:
             continue
-        param = next(obj.model.parameters(), None)
+        param = next(device_parameters(obj.model), None)
         if param is not None and param.device != obj.device:
             obj.model.to(obj.device)
 
@@ -143,25 +153,29 @@ def folder_signature(folder: Path) -> str:
     return repr(entries)
 
 
-def load_models(folder: Path, dtype: str = "auto", device: str = "auto"):
-    """(JanusLM, JanusVQ) of `folder`, one copy per (folder and its files, dtype, device)."""
+def load_models(folder: Path, dtype: str = "auto", device: str = "auto", quantize: str = "none"):
+    """(JanusLM, JanusVQ) of `folder`, one LM per (folder and its files, dtype, device, quantize) and one VQ per
+    (folder and its files, dtype, device): the VQ does not depend on the quantize choice."""
+    quantize = check_quantize(quantize)  # a JanusError naming the allowed values
     load_device = resolve_device(device)
     lm_dtype = resolve_dtype(dtype, load_device)
     vq_dtype = _vq_dtype(dtype, lm_dtype, load_device)
     key = (str(Path(folder).resolve()), folder_signature(Path(folder)), str(lm_dtype), str(load_device))
+    lm_key = (*key, quantize)
     with _LOCK:
-        lm, vq = _LM_CACHE.get(key), _VQ_CACHE.get(key)
+        lm, vq = _LM_CACHE.get(lm_key), _VQ_CACHE.get(key)
         if lm is not None and vq is not None:
             return lm, vq
         offload = host.offload_device(load_device) if host.model_patcher_class() is not None else load_device
         if lm is None and vq is None:
-            lm, vq = load(folder, dtype=lm_dtype, device=offload, vq_dtype=vq_dtype)
+            lm, vq = load(folder, dtype=lm_dtype, device=offload, vq_dtype=vq_dtype, quantize=quantize)
             lm, vq = _register(lm, load_device, offload), _register(vq, load_device, offload)
         elif lm is None:
-            lm = _register(load_generator(folder, dtype=lm_dtype, device=offload), load_device, offload)
+            lm = _register(load_generator(folder, dtype=lm_dtype, device=offload, quantize=quantize), load_device,
+                           offload)
         else:
             vq = _register(load_vq(folder, dtype=vq_dtype, device=offload), load_device, offload)
-        _LM_CACHE[key], _VQ_CACHE[key] = lm, vq
+        _LM_CACHE[lm_key], _VQ_CACHE[key] = lm, vq
         if vq.identity.fingerprint not in _PALETTES:
             ensure_on_device(vq)
             _PALETTES[vq.identity.fingerprint] = fit_token_palette(vq)
@@ -191,7 +205,7 @@ def understanding_of(lm):
         if und is None:
             patcher = _PATCHERS.get(lm)
             offload = patcher.offload_device if patcher is not None else lm.device
-            und = load_understanding(lm.identity.path, dtype=lm.dtype, device=offload)
+            und = load_understanding(lm.identity.path, dtype=lm.dtype, device=offload, quantize=lm.quantize)
             if und.identity.fingerprint != lm.identity.fingerprint:
                 raise CheckpointError(f"{lm.identity.path}: the checkpoint files changed since the model was loaded; "
                                       "run Janus Model Loader again.")

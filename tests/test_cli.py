@@ -53,6 +53,18 @@ def test_generate_decode_encode(tiny_ckpt, tmp_path):
     assert load_tokens(enc).tokens.shape == (2, 24, 24)
 
 
+def test_generate_quantized(tiny_ckpt, tmp_path):
+    out = tmp_path / "q"
+    run_cli("generate", "--model", tiny_ckpt, "--prompt", "a red chair", "--seed", 5, "--quantize", "int8",
+            "--device", "cpu", "--threads", 1, "--output", out, "--save-tokens")
+    tokens = load_tokens(out / "tokens.safetensors")
+    assert tokens.settings["quantize"] == "int8"
+    lm, _ = load(tiny_ckpt, dtype="float32", device="cpu", quantize="int8")
+    assert torch.equal(tokens.tokens, sample_tokens(lm, prepare_cond(lm, "a red chair"), seed=5).tokens)
+    bad = run_cli("generate", "--model", tiny_ckpt, "--prompt", "x", "--quantize", "int3", "--output", out, ok=False)
+    assert bad.returncode == 2 and "invalid choice: 'int3'" in bad.stderr and "int8" in bad.stderr
+
+
 def test_convert_bin_to_safetensors(make_checkpoint, tmp_path):
     src = make_checkpoint("original", "bin", 2)
     dst = tmp_path / "converted"

@@ -289,3 +289,19 @@ def test_describe_runs_without_transformers_or_torchvision(tiny_ckpt):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=str(tiny_ckpt.parent), env=env)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_quantized_model_describes_with_a_quantized_text_head_and_an_exact_tower(tiny_ckpt, loaded, understanding):
+    """The text head is the language model's: it follows the LM's quantize choice; the tower and aligner stay exact."""
+    from janus_core import describe, load_generator
+    from janus_core.understand import understanding_for
+
+    lm8 = load_generator(tiny_ckpt, dtype="float32", device="cpu", quantize="int8")
+    und8 = understanding_for(lm8)
+    assert und8.model.lm_head.quant == "int8"
+    assert {m.quant for m in und8.model.vision.modules() if hasattr(m, "quant")} == {"none"}
+    for ours, ref in zip(und8.model.vision.parameters(), understanding.model.vision.parameters()):
+        assert torch.equal(ours, ref)
+    image = torch.rand(1, 40, 30, 3, generator=torch.Generator().manual_seed(3))
+    answer = describe(lm8, image, "What is this?", max_new_tokens=6)
+    assert len(answer) == 1 and isinstance(answer[0], str)

@@ -142,6 +142,17 @@ def widget_slots(cls) -> list[tuple[str | None, tuple | None]]:
     return slots
 
 
+def required_widget_count(cls) -> int:
+    """Saved values of the required widgets (they come first: the optional ones follow)."""
+    required = {name for name, _, req in ordered_inputs(cls) if req}
+    slots = widget_slots(cls)
+    count = 0
+    for i, (name, _) in enumerate(slots):
+        if name in required or (name is None and slots[i - 1][0] in required):
+            count = i + 1
+    return count
+
+
 # ----------------------------------------------------------------------------------------------- UI workflow
 def check_workflow(workflow: dict, defs: dict) -> list[str]:
     """Problems of a v0.4 UI workflow against the node definitions (empty list = it loads)."""
@@ -159,7 +170,9 @@ def check_workflow(workflow: dict, defs: dict) -> list[str]:
         custom = getattr(cls, "VALIDATE_INPUTS", None)
         custom_args = set(inspect.signature(custom).parameters) if custom else set()
         values = n.get("widgets_values", [])
-        if len(values) != len(slots):
+        # the editor fills widgets a workflow has no value for with their defaults; only optional inputs may be
+        # left out, because a prompt without a required input fails validation
+        if not required_widget_count(cls) <= len(values) <= len(slots):
             problems.append(f"node {n['id']} {n['type']}: {len(values)} widget values, definition has {len(slots)}")
             continue
         for (name, spec), value in zip(slots, values):
@@ -206,9 +219,7 @@ def ui_to_api(workflow: dict, defs: dict, display_names: dict | None = None) -> 
             continue  # muted / bypassed nodes are not sent
         cls = defs[n["type"]]
         inputs = {}
-        values = iter(n.get("widgets_values", []))
-        for name, _spec in widget_slots(cls):
-            value = next(values)
+        for (name, _spec), value in zip(widget_slots(cls), n.get("widgets_values", [])):  # missing: defaults
             if name is not None:
                 inputs[name] = value
         for inp in n.get("inputs", []):

@@ -98,6 +98,7 @@ def make_modules(base: str, rec: Recorder) -> dict[str, types.ModuleType]:
     class ModelPatcher:
         def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
             self.model, self.load_device, self.offload_device = model, load_device, offload_device
+            self.size = size  # ComfyUI: model_size() returns it when > 0, else sums the state dict
             rec.calls.append(("ModelPatcher", type(model).__name__, str(load_device), str(offload_device)))
 
         def detach(self, unpatch_all=True):

@@ -18,7 +18,7 @@ from .executor import WIDGET_TYPES, input_kind, widget_slots
 SNAPSHOT = Path(__file__).with_name("contract_snapshot.json")
 DYNAMIC_COMBOS = {("JanusARLoader", "model"), ("JanusARLoadTokens", "file")}
 EXPECTED_WIDGETS = {  # DESIGN.md, in order (None = the extra control_after_generate value)
-    "JanusARLoader": ["model", "dtype", "device"],
+    "JanusARLoader": ["model", "dtype", "device", "quantize"],
     "JanusARPrompt": ["prompt", "negative_prompt"],
     "JanusARSampler": ["seed", None, "batch_size", "cfg", "temperature", "top_k", "top_p"],
     "JanusARDecode": [], "JanusAREncode": [], "JanusARTokenMap": [], "JanusARTokensInfo": [],
@@ -149,6 +149,8 @@ def test_widget_ranges(pack):
     loader = pack.NODE_CLASS_MAPPINGS["JanusARLoader"].INPUT_TYPES()["required"]
     assert loader["dtype"][0] == ["auto", "bfloat16", "float16", "float32"]
     assert loader["device"][0] == ["auto", "cpu", "cuda", "mps"]
+    quantize = pack.NODE_CLASS_MAPPINGS["JanusARLoader"].INPUT_TYPES()["optional"]["quantize"]
+    assert quantize[0] == ["none", "int8", "int4"] and quantize[1]["default"] == "none"
 
 
 VALID_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "IMAGE", "MASK", "JANUS_LM", "JANUS_VQ", "JANUS_COND",

@@ -166,3 +166,26 @@ def test_is_changed_follows_the_folder_files(editor):
     (root / "Mine" / "model.safetensors").write_bytes(b"new weights")
     assert loader.IS_CHANGED(model="Mine") != first
     assert loader.IS_CHANGED(model="deepseek-ai/Janus-Pro-7B") == ""  # not downloaded yet
+
+
+def test_quantize_widget_default_keeps_old_calls_identical(editor, tiny_models):
+    loader = editor.nodes.JanusARLoader
+    lm, vq = tiny_models  # loaded the way a workflow saved before the widget existed calls it (no quantize)
+    assert lm.quantize == "none"
+    assert loader().load("tiny-janus", "float32", "cpu", "none", unique_id="1")[0] is lm
+    assert loader.IS_CHANGED(model="tiny-janus", dtype="float32", device="cpu", quantize="int8") == \
+        loader.IS_CHANGED(model="tiny-janus")
+    with pytest.raises(editor.pack.janus_core.JanusError, match="quantize must be one of none, int8, int4"):
+        loader().load("tiny-janus", "float32", "cpu", "int2")
+
+
+def test_quantized_model_is_its_own_cached_copy_with_its_true_size(editor, tiny_models):
+    lm, vq = tiny_models
+    models = editor.nodes.models
+    lm8, vq8 = editor.nodes.JanusARLoader().load("tiny-janus", "float32", "cpu", "int8")
+    assert lm8 is not lm and lm8.quantize == "int8" and vq8 is vq  # the VQ does not depend on the choice
+    assert editor.nodes.JanusARLoader().load("tiny-janus", "float32", "cpu", "int8")[0] is lm8
+    table = lm8.model.embed_tokens.weight
+    packed = sum(p.numel() * p.element_size() for p in lm8.model.parameters()) - table.numel() * table.element_size()
+    assert models.patcher_of(lm8).size == packed  # quantized bytes, without the host-resident text table
+    assert packed < 0.6 * models.patcher_of(lm).size
