@@ -52,6 +52,19 @@ def sampling_bytes(cfg, image_vocab: int, batch: int, prompt_len: int, dtype: to
     return int(HEADROOM * (cache + prefill + scores + tables + logits))
 
 
+def describing_bytes(cfg, vision, vocab: int, images: int, prompt_len: int, max_new: int, dtype: torch.dtype) -> int:
+    """KV cache + prefill activations + the tower's widest activations + per-token logits for `images` rows."""
+    rows, max_len = images, prompt_len + max_new
+    elem = torch.empty((), dtype=dtype).element_size()
+    cache = KVCache.nbytes(cfg, rows, max_len, dtype)
+    qkv = (cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim
+    prefill = rows * prompt_len * (3 * cfg.hidden_size + qkv + 3 * cfg.intermediate_size + vocab // 64) * elem
+    scores = rows * cfg.num_heads * prompt_len * prompt_len * 4
+    tower = rows * vision.num_positions * (4 * vision.width + vision.mlp_hidden) * 4
+    logits = 4 * rows * vocab * 4
+    return int(HEADROOM * (cache + prefill + scores + tower + logits))
+
+
 def check_fits(what: str, need: int, device: torch.device, per_item: int, items: int, item_name: str,
                advice: str) -> None:
     """Refuse a run whose estimate `need` exceeds the memory available on `device`."""

@@ -28,6 +28,7 @@ import torch
 
 from .errors import CheckpointError, GenerationCancelled, PayloadError
 from .validate import SEED_MAX, integer, number, temperature_value, text
+from .memory import check_fits, describing_bytes
 from .model import KVCache
 from .payloads import JanusLM
 from .prompt import FORMATS
@@ -254,6 +255,9 @@ def describe(
         raise PayloadError(f"max_new_tokens {max_new_tokens} + the prompt's {prompt_len} tokens exceed the model's "
                            f"context of {cfg.max_position_embeddings}; use max_new_tokens <= "
                            f"{max(cfg.max_position_embeddings - prompt_len, 0)} or a shorter question.")
+    sizes = [describing_bytes(cfg, und.model.cfg, cfg.vocab_size, n, prompt_len, max_new_tokens, dtype) for n in (1, rows)]
+    check_fits("describing", sizes[1], device, sizes[0], rows, "images",
+               "Describe fewer images at once, lower max_new_tokens, use a smaller dtype, or free memory.")
     pad_id, eos_id, image_id = lm.tokenizer.pad_id, special_id(lm, EOS), special_id(lm, IMAGE_TAG)
     ids = torch.full((rows, prompt_len), pad_id, dtype=torch.long)
     for r, p in enumerate(prompts):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..janus_core import GenerationCancelled, PayloadError, describe
+from ..janus_core import GenerationCancelled, JanusError, describe
 from . import host, models
 from .errors import input_error
 from .sampler import _oom_message
@@ -80,10 +80,11 @@ class JanusARDescribe:
                              understanding=und)
         except GenerationCancelled as exc:
             cancelled = str(exc)
-        except PayloadError as exc:  # janus_core names the input first ("question is empty", "images[0] ...")
+        except JanusError as exc:  # janus_core names the input first ("question is empty", "images[0] ...")
             text = str(exc)
-            name = exc.input or next((n for n in ("question", "temperature", "top_p", "max_new_tokens", "seed")
-                                      if text.startswith(n)), "image")
+            named = ("question", "temperature", "top_p", "max_new_tokens", "seed")
+            name = {"images": "image"}.get(exc.input, exc.input) or next((n for n in named if text.startswith(n)),
+                                                                          "image")
             raise input_error(NODE, name, text) from exc
         except torch.OutOfMemoryError:
             rows = len(image) if isinstance(image, list) else int(getattr(image, "shape", [1])[0])

@@ -305,3 +305,14 @@ def test_a_quantized_model_describes_with_a_quantized_text_head_and_an_exact_tow
     image = torch.rand(1, 40, 30, 3, generator=torch.Generator().manual_seed(3))
     answer = describe(lm8, image, "What is this?", max_new_tokens=6)
     assert len(answer) == 1 and isinstance(answer[0], str)
+
+
+def test_images_that_cannot_fit_are_refused_before_the_tower_runs(loaded, understanding, monkeypatch):
+    import janus_core.memory as memory
+    from janus_core import describe
+    from janus_core.errors import InsufficientMemoryError
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1 << 20)
+    monkeypatch.setattr(understanding.model, "image_features", lambda *a: pytest.fail("the tower ran"))
+    with pytest.raises(InsufficientMemoryError, match=r"describing needs about .* images 3 does not fit"):
+        describe(loaded[0], [torch.rand(8, 8, 3)] * 3, "cat?", max_new_tokens=4, understanding=understanding)

@@ -122,3 +122,10 @@ def test_save_tokens_never_overwrites_and_leaves_no_temporary(editor, monkeypatc
     assert (out / "tokens_00002_.safetensors").read_bytes() == b"raced in"
     assert sorted(os.listdir(out)) == [f"tokens_0000{i}_.safetensors" for i in (1, 2, 3)]  # no temporary left
     assert hashlib.sha256((out / "tokens_00003_.safetensors").read_bytes()).hexdigest()
+
+
+def test_describe_node_names_the_input_for_images_that_cannot_fit(editor, tiny_models, monkeypatch):
+    monkeypatch.setattr(editor.pack.janus_core.memory, "available_bytes", lambda device: 1 << 20)
+    image = torch.rand(2, 16, 16, 3)
+    with pytest.raises(editor.pack.janus_core.JanusError, match="Janus Describe Image, input 'image': describing needs"):
+        editor.nodes.JanusARDescribe().describe(tiny_models[0], image, "What is it?", 0, 0.0, 1.0, 4)
