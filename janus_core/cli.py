@@ -83,15 +83,15 @@ def _save_pngs(images, out: Path, first: int, texts: list[dict]) -> list[Path]:
     return paths
 
 
-def _numbered_output(folder: str, images: int, extra_bytes: int = 0) -> tuple[Path, int]:
-    """The output folder (created, proven writable, with room) and the first free image number in it."""
-    from .files import next_number, prepare_output_dir
+def _image_output(folder: str, images: int, extra_bytes: int = 0) -> Path:
+    """The output folder, created and proven writable with room for the PNGs, before any long work."""
+    from .files import prepare_output_dir
 
-    out = prepare_output_dir(folder, images * PNG_BYTES + extra_bytes)
-    return out, next_number(out)
+    return prepare_output_dir(folder, images * PNG_BYTES + extra_bytes)
 
 
 def cmd_generate(args) -> int:
+    from .files import next_number
     from .prompt import prepare_cond
     from .sampler import sample_tokens
     from .tokens_io import save_tokens
@@ -103,7 +103,7 @@ def cmd_generate(args) -> int:
     text("prompt", args.prompt)
     text("negative_prompt", args.negative_prompt or "")
     batch = settings["batch_size"]
-    out, first = _numbered_output(args.output, batch, batch * TOKENS_BYTES if args.save_tokens else 0)
+    out = _image_output(args.output, batch, batch * TOKENS_BYTES if args.save_tokens else 0)
     lm, vq = _load(args)
     cond = prepare_cond(lm, args.prompt, args.negative_prompt or "")
     tokens = sample_tokens(lm, cond, **settings, progress=TerminalProgress("tokens"), progress_every=8)
@@ -111,7 +111,7 @@ def cmd_generate(args) -> int:
     texts = [{"prompt": args.prompt, "negative_prompt": args.negative_prompt or "", "seed": str(seed),
               "settings": tokens.settings, "model": tokens.model, "software": f"janus_core {__version__}"}
              for seed in tokens.seeds]
-    first = max(first, _next_free(out))  # another run may have written meanwhile
+    first = next_number(out)  # counted now, after the run: another run may have written meanwhile
     for path in _save_pngs(images, out, first, texts):
         print(path)
     if args.save_tokens:
@@ -120,23 +120,18 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def _next_free(out: Path) -> int:
-    from .files import next_number
-
-    return next_number(out)
-
-
 def cmd_decode(args) -> int:
+    from .files import next_number
     from .tokens_io import load_tokens
     from .vq import decode_tokens
 
     tokens = load_tokens(args.tokens)
-    out, first = _numbered_output(args.output, tokens.batch_size)
+    out = _image_output(args.output, tokens.batch_size)
     _, vq = _load(args, need_lm=False)
     images = decode_tokens(vq, tokens, progress=TerminalProgress("decode"))
     texts = [{"prompt": tokens.prompt, "seed": json.dumps(s), "settings": tokens.settings, "model": tokens.model}
              for s in tokens.seeds]
-    for path in _save_pngs(images, out, max(first, _next_free(out)), texts):
+    for path in _save_pngs(images, out, next_number(out), texts):
         print(path)
     return 0
 

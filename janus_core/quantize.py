@@ -32,7 +32,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from .errors import JanusError
+from .errors import JanusError, SettingError
 
 QUANTIZE_CHOICES = ("none", "int8", "int4")
 INT4_GROUP = 32  # input features per int4 (scale, zero) pair; see benchmarks/README.md "Choosing the int4 group size"
@@ -51,7 +51,7 @@ def check_quantize(value) -> str:
     if value in (None, ""):
         return "none"
     if value not in QUANTIZE_CHOICES:
-        raise JanusError(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}; got {value!r}.")
+        raise SettingError(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}; got {value!r}.", input="quantize")
     return value
 
 

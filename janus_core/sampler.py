@@ -213,7 +213,7 @@ def sample_tokens(
         seeds=seeds,
         settings={"cfg": cfg, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                   "batch_size": batch_size, "seed": seed, "partial": keep is not None,
-                  "quantize": getattr(lm, "quantize", "none")},
+                  "quantize": lm.quantize},
         model=lm.identity.as_dict(),
         prompt=cond.prompt,
     )

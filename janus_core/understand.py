@@ -268,7 +268,7 @@ def describe(
     cos, sin, key_valid, prefill_mask = position_tables(cfg, pad, prompt_len, max_len, device, dtype)
 
     features = und.model.image_features(pixels.to(device, und.dtype)).to(dtype)  # [B, N, H]
-    embeds = model.embed_text(ids).to(device, dtype)
+    embeds = model.embed_text(ids)
     image_mask = ids == image_id
     if pad is not None:  # a pad id equal to the image id (never in released tokenizers) must not take features
         image_mask &= torch.arange(prompt_len, device=device)[None] >= pad[:, None]
@@ -304,7 +304,7 @@ def describe(
                 break
             pos = prompt_len + i
             mask = None if key_valid is None else key_valid[:, None, None, : pos + 1]
-            x = model.embed_text(token[:, None]).to(device, dtype)
+            x = model.embed_text(token[:, None])
             hidden = model.forward_hidden(x, cos[:, :, pos : pos + 1], sin[:, :, pos : pos + 1], cache, pos, mask)[:, -1]
     finally:
         cache.release()  # a cancel or an error leaves no cache alive

@@ -39,10 +39,6 @@ WEIGHT_FILE_PATTERNS = (
 
 CHUNK_BYTES = 16 << 20
 
-def _elem_size(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
 class _SafetensorsFile:
     def __init__(self, path: Path):
         self.path = path
@@ -87,7 +83,7 @@ class _SafetensorsFile:
         if self.data_start + end > self.data_start + data_size:
             raise CheckpointError(f"{self.path}: truncated file (tensor {key!r} ends at byte {self.data_start + end}, "
                                   f"file has {self.data_start + data_size}). Delete and re-download it.")
-        need = math.prod(shape) * _elem_size(dtype)
+        need = math.prod(shape) * dtype.itemsize
         if end - begin != need:
             raise CheckpointError(f"{where}: its byte range holds {end - begin} bytes but shape {shape} of "
                                   f"{meta['dtype']} needs {need}; {damaged}")

@@ -156,7 +156,8 @@ def folder_signature(folder: Path) -> str:
 def load_models(folder: Path, dtype: str = "auto", device: str = "auto", quantize: str = "none"):
     """(JanusLM, JanusVQ) of `folder`, one LM per (folder and its files, dtype, device, quantize) and one VQ per
     (folder and its files, dtype, device): the VQ does not depend on the quantize choice."""
-    quantize = check_quantize(quantize)  # a JanusError naming the allowed values
+    with for_input("Janus Model Loader", "quantize"):
+        quantize = check_quantize(quantize)  # a SettingError naming the allowed values
     load_device = resolve_device(device)
     lm_dtype = resolve_dtype(dtype, load_device)
     vq_dtype = _vq_dtype(dtype, lm_dtype, load_device)
