@@ -60,20 +60,24 @@ class Linear(nn.Module):
 
         int8: `weight` int8 [out, in] + `scales` [out]. int4: `weight` packed for the device's kernel + `scales`
         = scales_and_zeros [in / group, out, 2]. A layer whose shape torch's int4 kernels do not take
-        (quantize.int4_fits) is stored int8. Both are parameters (no gradient), so `.to()`, state_dict and the
+        (quantize.int4_fits) is stored int8, and one no int8 kernel takes safely everywhere (quantize.int8_fits)
+        keeps its float weight. Both are parameters (no gradient), so `.to()`, state_dict and the
         editor's model manager see them like any weight."""
-        if mode == "int4" and not q.int4_fits(self.out_features, self.in_features, q.INT4_GROUP):
-            mode = "int8"
+        if mode not in ("int8", "int4"):
+            raise ValueError(f"unknown quantization {mode!r}")
+        mode = q.storage_for(mode, self.out_features, self.in_features)
+        if mode == "none":  # a shape no kernel takes safely everywhere: keep the float weight (it is tiny)
+            self.weight = nn.Parameter(weight, requires_grad=False)
+            self.layout = self.group = None
+            return
         if mode == "int8":
             packed, scales = q.quantize_int8(weight)
             self.layout = self.group = None
-        elif mode == "int4":
+        else:
             plain, scales = q.quantize_int4(weight, q.INT4_GROUP)
             packed, self.layout = q.int4_for_device(plain)
             self.group = q.INT4_GROUP
             del plain
-        else:
-            raise ValueError(f"unknown quantization {mode!r}")
         self.weight = nn.Parameter(packed, requires_grad=False)
         self.scales = nn.Parameter(scales, requires_grad=False)
         self.quant = mode

@@ -37,6 +37,7 @@ from .errors import JanusError, SettingError
 QUANTIZE_CHOICES = ("none", "int8", "int4")
 INT4_GROUP = 32  # input features per int4 (scale, zero) pair; see benchmarks/README.md "Choosing the int4 group size"
 INT4_OUT_MULTIPLE = 64  # the CPU packer lays out blocks of 64 output features
+INT8_IN_MULTIPLE = 16  # the CPU int8 kernel is only correct for such input widths (int8_fits)
 KERNEL_DTYPE = torch.bfloat16  # activation dtype of every quantized kernel
 BLOCK_ELEMENTS = 1 << 22  # weights quantized / packed at a time (16 MB of float32 temporaries), never a whole tensor
 
@@ -57,8 +58,38 @@ def check_quantize(value) -> str:
 
 def int4_fits(out_features: int, in_features: int, group: int = INT4_GROUP) -> bool:
     """Shapes torch's int4 kernels take: in_features a multiple of the group (and of 32, the smallest k tile),
-    out_features a multiple of 64. A layer that does not fit is stored int8 instead (see `Linear`)."""
+    out_features a multiple of 64. A layer that does not fit is stored int8 instead (see `storage_for`)."""
     return in_features % group == 0 and in_features % 32 == 0 and out_features % INT4_OUT_MULTIPLE == 0
+
+
+def int8_fits(out_features: int, in_features: int) -> bool:
+    """Shapes on which torch's CPU int8 kernel is correct on every instruction set it dispatches to.
+
+    `aten._weight_int8pack_mm` with bfloat16 activations (the fast path we feed it) reads the input 8 values at a
+    time with AVX2 and 16 at a time with AVX-512, without a scalar tail: with in_features not a multiple of 16 it
+    returns garbage for one row and crashes the process (SIGSEGV) from two rows on, on AVX-512 (Intel and AMD,
+    torch 2.13 and 2.14); on AVX2 the same happens when in_features is not a multiple of 8. Measured by
+    tests/test_quant_kernels.py, which runs every linear shape of the released models at 1, 2, 4 and 32 rows
+    under every ATEN_CPU_CAPABILITY this machine can force (default, avx2, avx512), each in its own process.
+    CUDA and MPS multiply int8 by dequantizing into F.linear (any shape). The layers this leaves out (in the
+    released models only the generation aligner's first layer, 8 inputs wide) are a few kilobytes: quantizing
+    them saves nothing."""
+    return in_features % INT8_IN_MULTIPLE == 0
+
+
+def storage_for(mode: str, out_features: int, in_features: int) -> str:
+    """The storage a layer of this shape gets when `mode` is asked for: the mode itself where every device's kernel
+    takes the shape, else the next one that does (int4 -> int8 -> none). Device-independent, so a model can move
+    between devices (the editor offloads to the CPU) without re-deciding.
+
+    int4 on CUDA (`_convert_weight_to_int4pack`: n % 8, k % (16 * inner k tiles), group 32..256) and on the CPU
+    (`_convert_weight_to_int4pack_for_cpu`: n % 16, refused otherwise; correct at every capability level for
+    k % 32, tested) both take what `int4_fits` admits."""
+    if mode == "int4" and int4_fits(out_features, in_features, INT4_GROUP):
+        return "int4"
+    if mode in ("int4", "int8") and int8_fits(out_features, in_features):
+        return "int8"
+    return "none"
 
 
 def _inner_k_tiles(in_features: int) -> int:
@@ -221,8 +252,8 @@ def int4_to_plain(weight: torch.Tensor, layout: str, in_features: int, group: in
 
 
 def int8_product(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """x [rows, in] @ dequant(weight).T, in x's dtype."""
-    if x.device.type == "cpu":
+    """x [rows, in] @ dequant(weight).T, in x's dtype. The CPU kernel only ever sees shapes it is correct on."""
+    if x.device.type == "cpu" and int8_fits(weight.shape[0], weight.shape[1]):
         return torch.ops.aten._weight_int8pack_mm(x.to(KERNEL_DTYPE).contiguous(), weight, scales.to(KERNEL_DTYPE)).to(x.dtype)
     return int8_dequant_product(x, weight, scales)
 

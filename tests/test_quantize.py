@@ -81,13 +81,15 @@ def test_int8_dequantizing_form_of_other_devices():
     torch.testing.assert_close(q.int8_dequant_product(x, lin.weight, lin.scales), lin(x), rtol=0, atol=0.03)
 
 
-def test_shapes_int4_kernels_do_not_take_are_stored_int8():
+def test_shapes_the_kernels_do_not_take_are_stored_int8_or_kept_float():
     assert q.int4_fits(128, 64) and not q.int4_fits(160, 96) and not q.int4_fits(4096, 8)  # the real gen_aligner.fc1
-    for shape in ((96, 160), (8, 64)):
+    for shape, storage in (((96, 160), "int8"), ((8, 64), "none")):
         lin, w = _linear(*shape, True, "int4")
-        assert lin.quant == "int8" and lin.weight.dtype == torch.int8
+        assert lin.quant == storage
+        assert lin.weight.dtype == (torch.int8 if storage == "int8" else torch.float32)
         x = torch.randn(2, shape[0])
-        torch.testing.assert_close(lin(x), F.linear(x, _dequantized(lin), lin.bias), rtol=0, atol=0.03)
+        ref = F.linear(x, _dequantized(lin) if storage == "int8" else w, lin.bias)
+        torch.testing.assert_close(lin(x), ref, rtol=0, atol=0.03)
 
 
 def test_quantize_argument_is_checked_at_the_boundary(tiny_ckpt):
@@ -109,8 +111,9 @@ def test_quantized_load_stores_every_linear_quantized_and_the_rest_in_dtype(quan
         assert lm.quantize == mode
         linears = [m for m in lm.model.modules() if isinstance(m, Linear)]
         assert len(linears) == 2 * 4 + 4  # 2 layers x 4, aligner + head
-        # gen_aligner.fc1 reads the 8-wide codebook vectors (as in the released models): too narrow for int4
-        expect = {id(m): "int8" if mode == "int8" or m.in_features == 8 else "int4" for m in linears}
+        # gen_aligner.fc1 reads the 8-wide codebook vectors (as in the released models): too narrow for either
+        # kernel, it keeps its float weight
+        expect = {id(m): "none" if m.in_features == 8 else mode for m in linears}
         assert [m.quant for m in linears] == [expect[id(m)] for m in linears]
         assert lm.model.gen_aligner.fc1.in_features == 8
         others = {n: p.dtype for n, p in lm.model.named_parameters() if not n.endswith((".weight", ".scales"))
