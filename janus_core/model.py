@@ -15,33 +15,18 @@ from torch import nn
 
 from . import quantize as q
 from .config import LMConfig
-
-
-_gemv_rows_seen = 4
-GEMV_MIN_IN = 512  # shorter dot products gain nothing from the form (their weights are small or overhead-bound)
-
-
-def _gemv_rows() -> int:
-    """Up to how many rows a CPU product takes the `(W @ x.T).T` form (see Linear)."""
-    global _gemv_rows_seen
-    if not torch.compiler.is_compiling():  # the compiler cannot call get_num_threads: it reuses the eager value
-        _gemv_rows_seen = 4 if torch.get_num_threads() == 1 else 32
-    return _gemv_rows_seen
+from .tuning import gemv_product
 
 
 class Linear(nn.Module):
-    """nn.Linear's layout (weight [out, in], as checkpoints store it) with a faster CPU decode product.
+    """nn.Linear's layout (weight [out, in], as checkpoints store it), with a choice of CPU product per row count.
 
-    A decode step multiplies 2 x batch rows by each weight. For so few rows CPU BLAS (MKL here) runs
-    `F.linear` on one thread and streams the weight about once per row; written as `(W @ x.T).T` (one dot
-    product per output feature) the same product reads it about once and splits the output features over
-    the threads. On this project's 2-core AMD EPYC VM (`python benchmarks/bench_linear.py`, two runs in
-    benchmarks/README.md), at 2 rows it is 1.7-3.3x faster than `F.linear` on two threads and 1.0-2.6x on one.
-    On one thread `F.linear` catches up from 4-8 rows; on two the form still wins at 32 (the most measured),
-    hence `_gemv_rows`. The prefill's many rows, inputs narrower than 512 (the tiny test model, hidden 64, samples
-    ~45 % slower with the form: its weights sit in cache and the form's extra calls dominate) and every other
-    device use `F.linear`.
-    The forms round differently, so a compiled step takes the same one as the eager step.
+    A decode step multiplies 2 x batch rows by each weight. For so few rows some CPU BLAS builds (MKL on AMD)
+    run `F.linear` on one thread and stream the weight once per row, where `(W @ x.T).T` reads it once over all
+    threads; on other CPUs (Intel) `F.linear` is the faster one. `forms` ({rows: use the (W @ x.T).T form}) is
+    filled by `tuning.prepare_forms` from a measurement on the running machine before a decode loop starts; any
+    row count not in it (the prefill, other devices) uses `F.linear`. The forms round differently, so the
+    compiled step reads the same `forms` as the eager one.
 
     Quantized storage (`set_quantized`, done by the loader while it reads each weight): int8 or int4 weight-only,
     multiplied by torch's own kernels (quantize.py says which, per device)."""
@@ -54,6 +39,7 @@ class Linear(nn.Module):
         self.quant = "none"  # storage mode: "none" (float weight), "int8" or "int4"; see set_quantized
         self.layout = None  # int4 only: "cpu", "cuda" or "plain" (quantize.py)
         self.group = None  # int4 only: input features per (scale, zero) pair
+        self.forms: dict[int, bool] = {}  # rows -> the (W @ x.T).T product (tuning.prepare_forms); else F.linear
 
     def set_quantized(self, mode: str, weight: torch.Tensor) -> None:
         """Replace the float weight [out, in] by its weight-only quantized form, on the weight's device.
@@ -101,10 +87,8 @@ class Linear(nn.Module):
                 out = q.int4_product(flat, self.weight, self.scales, self.layout, self.group)
             if self.bias is not None:
                 out = out + self.bias
-        elif flat.device.type == "cpu" and self.weight.shape[1] >= GEMV_MIN_IN and flat.shape[0] <= _gemv_rows():
-            # contiguous: a transposed [rows, out] result fed to the next product as x.T would turn it into
-            # the slow GEMM variant (a few hundred floats to copy)
-            out = (self.weight @ flat.t()).t().contiguous()
+        elif self.forms.get(flat.shape[0], False) and flat.device.type == "cpu":
+            out = gemv_product(flat, self.weight)
             if self.bias is not None:
                 out = out + self.bias
         else:

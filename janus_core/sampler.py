@@ -12,6 +12,7 @@ loop (`torch.manual_seed(s)` + `torch.multinomial(probs, 1)` per step) on the CP
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -21,6 +22,7 @@ from .memory import check_fits, sampling_bytes
 from .model import KVCache, rope_tables
 from .payloads import GRID, NUM_IMAGE_TOKENS, JanusCond, JanusLM, JanusTokens
 from .sampling import cfg_mix, draw, fill_noise, probabilities
+from .tuning import ThreadTuner, prepare_forms
 from .validate import integer, sampler_settings
 
 ProgressFn = Callable[[int, int, torch.Tensor], None]  # (step done, total, tokens so far [B, step])
@@ -133,18 +135,22 @@ def sample_tokens(
     progress_every: int = 1,
     should_cancel: Callable[[], bool] | None = None,
     compile: bool = False,
+    threads: int | None = None,
 ) -> JanusTokens:
     """Sample `batch_size` images' tokens. temperature 0 = greedy (argmax, for tests and oracles).
 
     `init_tokens` [B|1, 24, 24] + `keep_mask` [B|1, 24, 24] (True = keep): kept positions are forced to the
     given token, the rest are sampled (the random streams advance identically either way).
     `should_cancel` is polled between steps; True raises GenerationCancelled after freeing the cache.
+    `threads`: CPU threads for the loop; None = chosen from the loop's own step times (tuning.ThreadTuner).
     """
     settings = sampler_settings(seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature, top_k=top_k,
                                 top_p=top_p)
     seed, batch_size, cfg, temperature, top_k, top_p = (settings[k] for k in (
         "seed", "batch_size", "cfg", "temperature", "top_k", "top_p"))
     progress_every = integer("progress_every", progress_every, 1, NUM_IMAGE_TOKENS)
+    if threads is not None:
+        threads = integer("threads", threads, 1, 4 * (os.cpu_count() or 1))
     check_cond(lm, cond)
     model, cfg_lm, device = lm.model, lm.model.cfg, lm.device
     init, keep = check_init(init_tokens, keep_mask, batch_size, model.image_vocab)
@@ -163,6 +169,8 @@ def sample_tokens(
 
     cos, sin, key_valid, prefill_mask = position_tables(cfg_lm, pad, prompt_len, max_len, device, lm.dtype)
 
+    if device.type == "cpu":
+        prepare_forms(model, rows)  # the decode products' form, measured here (before any compile)
     decoder = None
     if compile:
         decoder = static_decoder(lm, rows, max_len)
@@ -175,10 +183,12 @@ def sample_tokens(
     noise = torch.empty((batch_size, model.image_vocab), dtype=torch.float32, device=device)
     out = torch.empty((batch_size, NUM_IMAGE_TOKENS), dtype=torch.long, device=device)
     ok = False
+    tuner = ThreadTuner(device, threads)
     try:
         hidden = model.forward_hidden(model.embed_text(ids), cos[:, :, :prompt_len], sin[:, :, :prompt_len],
                                       cache, 0, prefill_mask)[:, -1]
         for i in range(NUM_IMAGE_TOKENS):
+            tuner.before()  # each step (head, sampling, forward) is timed under the thread count it ran with
             logits = cfg_mix(model.image_logits(hidden).float(), batch_size, cfg)
             if temperature == 0:
                 token = torch.argmax(logits, dim=-1)
@@ -201,8 +211,10 @@ def sample_tokens(
             else:
                 mask = None if key_valid is None else key_valid[:, None, None, : pos + 1]
                 hidden = model.forward_hidden(x, cos[:, :, pos : pos + 1], sin[:, :, pos : pos + 1], cache, pos, mask)[:, -1]
+            tuner.after()
         ok = True
     finally:
+        tuner.close()
         if decoder is None:
             cache.release()  # a cancel or an error leaves no cache alive (the traceback still holds this frame)
         elif not ok:

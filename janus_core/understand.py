@@ -34,6 +34,7 @@ from .payloads import JanusLM
 from .prompt import FORMATS
 from .sampler import SEED_MOD, position_tables
 from .sampling import draw, fill_noise, probabilities
+from .tuning import ThreadTuner, prepare_forms
 from .vision import ImagePreprocess, JanusUnderstanding
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -218,6 +219,7 @@ def describe(
     should_cancel: Callable[[], bool] | None = None,
     understanding: JanusUnderstanding | None = None,
     return_ids: bool = False,
+    threads: int | None = None,
 ) -> list[str] | list[list[int]]:
     """Answer `question` about each image; one string per image, decoded whole (special tokens skipped).
 
@@ -227,7 +229,8 @@ def describe(
     processor's default, "" = none. `progress(step, max_new_tokens, tokens)` is called per token;
     `should_cancel()` is polled per token and True raises GenerationCancelled after freeing the cache.
     The tower, aligner and text head are loaded from `lm.identity.path` on the first call (or pass
-    `understanding=load_understanding(...)`). return_ids: the token ids per image (EOS excluded) instead."""
+    `understanding=load_understanding(...)`). return_ids: the token ids per image (EOS excluded) instead.
+    threads: CPU threads for the decode loop; None = chosen from its own step times (tuning.ThreadTuner)."""
     pictures = as_image_list(images)
     if isinstance(question, str):
         questions = [question] * len(pictures)
@@ -279,13 +282,18 @@ def describe(
     noise = torch.empty((rows, cfg.vocab_size), dtype=torch.float32, device=device) if temperature > 0 else None
     out = torch.full((rows, max_new_tokens), eos_id, dtype=torch.long, device=device)
     done = torch.zeros(rows, dtype=torch.bool, device=device)
+    if device.type == "cpu":
+        prepare_forms(model, rows)  # the decode products' form, measured on this machine
+        prepare_forms(und.model.lm_head, rows)
     cache = KVCache(cfg, rows, max_len, device, dtype)
     steps = 0
+    tuner = ThreadTuner(device, threads)
     try:
         hidden = model.forward_hidden(embeds, cos[:, :, :prompt_len], sin[:, :, :prompt_len], cache, 0,
                                       prefill_mask)[:, -1]
         del embeds
         for i in range(max_new_tokens):
+            tuner.before()
             logits = und.model.text_logits(hidden).float()
             if temperature == 0:
                 token = torch.argmax(logits, dim=-1)
@@ -306,7 +314,9 @@ def describe(
             mask = None if key_valid is None else key_valid[:, None, None, : pos + 1]
             x = model.embed_text(token[:, None])
             hidden = model.forward_hidden(x, cos[:, :, pos : pos + 1], sin[:, :, pos : pos + 1], cache, pos, mask)[:, -1]
+            tuner.after()
     finally:
+        tuner.close()
         cache.release()  # a cancel or an error leaves no cache alive
         del cache
     answers = [row[: row.index(eos_id)] if eos_id in row else row for row in out[:, :steps].cpu().tolist()]

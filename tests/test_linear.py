@@ -1,11 +1,11 @@
-"""janus_core's Linear: nn.Linear's weight layout, with the `(W @ x.T).T` product for few rows by a large weight
-on the CPU."""
+"""janus_core's Linear: nn.Linear's weight layout, with a CPU decode product chosen by measuring on this machine
+(janus_core.tuning): F.linear, or `(W @ x.T).T` where that is clearly faster here."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from janus_core import model
+from janus_core import model, tuning
 from janus_core.model import Linear
 
 
@@ -18,44 +18,93 @@ def _linear(bias: bool, d_in: int = 512, d_out: int = 640) -> Linear:
 
 
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_matches_f_linear_for_every_row_count(bias, threads):
+@pytest.mark.parametrize("form", [False, True])
+def test_both_forms_match_f_linear_for_every_row_count(bias, form):
     lin = _linear(bias)
     assert lin.weight.shape == (640, 512)  # [out, in], as checkpoints store it: the loader copies it unchanged
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for rows in (1, 2, 4, 5, 8, 32, 33, 64):
-            x = torch.randn(rows, 1, 512)
-            y = lin(x)
-            assert y.shape == (rows, 1, 640)
-            assert y.is_contiguous()  # a transposed result would send the next product down BLAS's slow path
-            torch.testing.assert_close(y, F.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-4)
-    finally:
-        torch.set_num_threads(before)
+    for rows in (1, 2, 4, 5, 8, 32, 33, 64):
+        lin.forms[rows] = form
+        x = torch.randn(rows, 1, 512)
+        y = lin(x)
+        assert y.shape == (rows, 1, 640)
+        assert y.is_contiguous()  # a transposed result would send the next product down BLAS's slow path
+        torch.testing.assert_close(y, F.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-4)
 
 
-def test_few_rows_take_the_gemv_form_many_rows_f_linear(monkeypatch):
+def test_the_layer_runs_the_form_its_forms_name(monkeypatch):
     """The form decides the rounding, so which one runs is part of the contract (compiled == eager)."""
     lin = _linear(bias=False)
     calls = []
     real_linear = F.linear
     monkeypatch.setattr(model.F, "linear", lambda *a, **k: calls.append("linear") or real_linear(*a, **k))
+    lin.forms.update({2: True, 4: False})
+    lin(torch.randn(2, 512))
+    assert calls == []
+    lin(torch.randn(4, 512))
+    lin(torch.randn(3, 512))  # not prepared (e.g. a prefill): F.linear
+    assert calls == ["linear", "linear"]
+
+
+def test_prepare_forms_measures_each_shape_once_and_keeps_only_clear_wins(monkeypatch):
+    timings = {(640, 512): (1.0, 0.5), (160, 96): (1.0, 0.9)}  # (F.linear, gemv) seconds: a clear win, a near tie
+    calls = []
+
+    def fake_time(weight, rows):
+        calls.append((tuple(weight.shape), rows))
+        return timings[tuple(weight.shape)]
+
+    monkeypatch.setattr(tuning, "_time_forms", fake_time)
+    monkeypatch.setattr(tuning, "_MEASURED", {})
+    monkeypatch.delenv("JANUS_LINEAR_FORM", raising=False)
+    net = torch.nn.Sequential(_linear(False), _linear(False), _linear(False, 96, 160))
+    assert tuning.prepare_forms(net, 2) == {(640, 512): True, (160, 96): False}
+    assert [m.forms for m in net] == [{2: True}, {2: True}, {2: False}]
+    tuning.prepare_forms(net, 2)
+    assert sorted(calls) == [((160, 96), 2), ((640, 512), 2)]  # measured once per shape and row count
+    assert tuning.prepare_forms(net, tuning.FORM_MAX_ROWS + 1) == {(640, 512): False, (160, 96): False}  # a GEMM
+
+
+def test_the_environment_can_force_a_form(monkeypatch):
+    lin = _linear(False)
+    monkeypatch.setenv("JANUS_LINEAR_FORM", "gemv")
+    assert tuning.prepare_forms(lin, 2) == {(640, 512): True}
+    monkeypatch.setenv("JANUS_LINEAR_FORM", "linear")
+    assert tuning.prepare_forms(lin, 2) == {(640, 512): False}
+
+
+def test_a_real_measurement_decides_something_and_is_recorded():
+    lin = _linear(False, 1024, 1024)
+    choice = tuning.choose_form(lin.weight, 2)
+    assert isinstance(choice, bool) and tuning.measured_forms()[(1024, 1024, 2, torch.float32)] == choice
+
+
+def test_thread_tuner_picks_the_fastest_count_and_restores(monkeypatch):
     before = torch.get_num_threads()
+    torch.set_num_threads(2)
     try:
-        torch.set_num_threads(1)
-        lin(torch.randn(4, 512))
-        assert calls == []
-        lin(torch.randn(5, 512))
-        assert calls == ["linear"]
-        torch.set_num_threads(2)
-        lin(torch.randn(32, 512))
-        assert calls == ["linear"]
-        lin(torch.randn(33, 512))
-        assert calls == ["linear", "linear"]
-        small = _linear(bias=False, d_in=96, d_out=160)  # narrower than GEMV_MIN_IN: F.linear
-        small(torch.randn(2, 96))
-        assert calls == ["linear", "linear", "linear"]
+        tuner = tuning.ThreadTuner(torch.device("cpu"))
+        assert tuner.candidates == [2, 1]
+        clock = iter(range(1000))
+        seen = []
+        # one thread takes 1 time unit per step, two threads take 5 (a busy machine)
+        monkeypatch.setattr(tuning.time, "perf_counter", lambda: float(next(clock)))
+        for _ in range(tuning.RETUNE_EVERY + 8):
+            tuner.before()
+            seen.append(torch.get_num_threads())
+            cost = 5 if torch.get_num_threads() == 2 else 1
+            for _ in range(cost - 1):
+                next(clock)
+            tuner.after()
+        assert seen[:4] == [2, 2, 1, 1] and set(seen[4:tuning.RETUNE_EVERY]) == {1}
+        assert seen[tuning.RETUNE_EVERY : tuning.RETUNE_EVERY + 2] == [2, 2]  # tried again, then back to 1
+        assert seen[-1] == 1
+        tuner.close()
+        assert torch.get_num_threads() == 2
+        fixed = tuning.ThreadTuner(torch.device("cpu"), threads=1)
+        fixed.before()
+        assert torch.get_num_threads() == 1 and not fixed.active
+        fixed.close()
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 
@@ -65,13 +114,9 @@ def test_compiled_product_takes_the_eager_form():
     """The forms round differently: a compiled step must pick the same one as eager, or its tokens drift."""
     lin = _linear(bias=True)
     x = torch.randn(2, 512)
-    torch._dynamo.reset()
-    before = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            compiled = torch.compile(lin, fullgraph=True, dynamic=False)
-            assert torch.equal(compiled(x), lin(x))
-    finally:
-        torch.set_num_threads(before)
+    for form in (False, True):
         torch._dynamo.reset()
+        lin.forms[2] = form
+        compiled = torch.compile(lin, fullgraph=True, dynamic=False)
+        assert torch.equal(compiled(x), lin(x))
+    torch._dynamo.reset()

@@ -64,20 +64,21 @@ def test_greedy_cfg_stream_equals_transformers_generate(hf_model, make_checkpoin
 
 @pytest.fixture(scope="module")
 def wide_pair(tmp_path_factory):
-    """A 512-wide model: the tiny one is narrower than GEMV_MIN_IN, so only this one runs the CPU decode form."""
-    from janus_core.model import GEMV_MIN_IN
+    """A 512-wide model, where the CPU decode products are large enough for either form to be chosen."""
     from tests.tiny_checkpoint import build_hf_model, write_checkpoint
 
-    text = dict(hidden_size=GEMV_MIN_IN, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=8,
+    text = dict(hidden_size=512, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=8,
                 num_key_value_heads=4)
     hf = build_hf_model(text=text)
     folder = write_checkpoint(hf, tmp_path_factory.mktemp("wide") / "wide")
     return hf, load_generator(folder, dtype="float32", device="cpu")
 
 
+@pytest.mark.parametrize("form", ["linear", "gemv"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_wide_model_decode_form_matches_transformers(wide_pair, threads):
+def test_wide_model_decode_form_matches_transformers(wide_pair, threads, form, monkeypatch):
     hf, lm = wide_pair
+    monkeypatch.setenv("JANUS_LINEAR_FORM", form)  # whichever this CPU would pick, both are checked
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -89,7 +90,8 @@ def test_wide_model_decode_form_matches_transformers(wide_pair, threads):
             img_ids = torch.tensor([5, 16000])
             torch.testing.assert_close(lm.model.image_token_embeds(img_ids),
                                        hf.prepare_embeddings_for_image_generation(img_ids), atol=1e-5, rtol=1e-5)
-        ours = sample_tokens(lm, cond, seed=0, cfg=5.0, temperature=0).tokens.view(1, -1)
+        ours = sample_tokens(lm, cond, seed=0, cfg=5.0, temperature=0, threads=threads).tokens.view(1, -1)
+        assert all(m.forms.get(2) == (form == "gemv") for m in lm.model.modules() if hasattr(m, "forms"))
         ids = torch.tensor([cond.cond_ids])
         theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), generation_mode="image",
                              do_sample=False, guidance_scale=5.0)
