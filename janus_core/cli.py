@@ -63,14 +63,16 @@ def _load(args, with_encoder=False, need_lm=True):
                          progress=TerminalProgress("load"))
 
 
-def _save_pngs(images, out: Path, first: int, texts: list[dict]) -> list[Path]:
-    """Numbered PNGs from `first` on, each written to a temporary name and linked into place (never replacing)."""
+def _save_pngs(images, out, first: int, texts: list[dict]) -> list[Path]:
+    """Numbered PNGs from `first` on, each written to a temporary name and linked into place (never replacing).
+    `out` is an OutputFolder (created on the first write) or an existing folder."""
     import numpy as np
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
     from .files import write_new_file
 
+    save = out.write_new_file if hasattr(out, "write_new_file") else lambda name, fn: write_new_file(out / name, fn)
     paths = []
     for i, img in enumerate(images):
         info = PngInfo()
@@ -78,16 +80,17 @@ def _save_pngs(images, out: Path, first: int, texts: list[dict]) -> list[Path]:
             info.add_text(key, value if isinstance(value, str) else json.dumps(value))
         arr = (img.numpy() * 255).round().clip(0, 255).astype(np.uint8)
         picture = Image.fromarray(arr)
-        path = write_new_file(out / f"{first + i:05d}.png", lambda tmp: picture.save(tmp, format="PNG", pnginfo=info))
+        path = save(f"{first + i:05d}.png", lambda tmp: picture.save(tmp, format="PNG", pnginfo=info))
         paths.append(path)
     return paths
 
 
-def _image_output(folder: str, images: int, extra_bytes: int = 0) -> Path:
-    """The output folder, created and proven writable with room for the PNGs, before any long work."""
-    from .files import prepare_output_dir
+def _image_output(folder: str, images: int, extra_bytes: int = 0):
+    """The output folder, proven writable with room for the PNGs before any long work, but created only when the
+    first PNG is written (a run that fails before then leaves nothing behind)."""
+    from .files import OutputFolder
 
-    return prepare_output_dir(folder, images * PNG_BYTES + extra_bytes)
+    return OutputFolder(folder, images * PNG_BYTES + extra_bytes)
 
 
 def cmd_generate(args) -> int:
@@ -103,20 +106,21 @@ def cmd_generate(args) -> int:
     text("prompt", args.prompt)
     text("negative_prompt", args.negative_prompt or "")
     batch = settings["batch_size"]
-    out = _image_output(args.output, batch, batch * TOKENS_BYTES if args.save_tokens else 0)
-    lm, vq = _load(args)
-    cond = prepare_cond(lm, args.prompt, args.negative_prompt or "")
-    tokens = sample_tokens(lm, cond, **settings, progress=TerminalProgress("tokens"), progress_every=8)
-    images = decode_tokens(vq, tokens, progress=TerminalProgress("decode"))
-    texts = [{"prompt": args.prompt, "negative_prompt": args.negative_prompt or "", "seed": str(seed),
-              "settings": tokens.settings, "model": tokens.model, "software": f"janus_core {__version__}"}
-             for seed in tokens.seeds]
-    first = next_number(out)  # counted now, after the run: another run may have written meanwhile
-    for path in _save_pngs(images, out, first, texts):
-        print(path)
-    if args.save_tokens:
-        name = "tokens.safetensors" if not (out / "tokens.safetensors").exists() else f"tokens_{first:05d}.safetensors"
-        print(save_tokens(tokens, out / name))
+    with _image_output(args.output, batch, batch * TOKENS_BYTES if args.save_tokens else 0) as out:
+        lm, vq = _load(args)
+        cond = prepare_cond(lm, args.prompt, args.negative_prompt or "")
+        tokens = sample_tokens(lm, cond, **settings, progress=TerminalProgress("tokens"), progress_every=8)
+        images = decode_tokens(vq, tokens, progress=TerminalProgress("decode"))
+        texts = [{"prompt": args.prompt, "negative_prompt": args.negative_prompt or "", "seed": str(seed),
+                  "settings": tokens.settings, "model": tokens.model, "software": f"janus_core {__version__}"}
+                 for seed in tokens.seeds]
+        first = next_number(out.path)  # counted now, after the run: another run may have written meanwhile
+        for path in _save_pngs(images, out, first, texts):
+            print(path)
+        if args.save_tokens:
+            name = ("tokens.safetensors" if not (out.path / "tokens.safetensors").exists()
+                    else f"tokens_{first:05d}.safetensors")
+            print(save_tokens(tokens, out.path / name))
     return 0
 
 
@@ -126,13 +130,13 @@ def cmd_decode(args) -> int:
     from .vq import decode_tokens
 
     tokens = load_tokens(args.tokens)
-    out = _image_output(args.output, tokens.batch_size)
-    _, vq = _load(args, need_lm=False)
-    images = decode_tokens(vq, tokens, progress=TerminalProgress("decode"))
-    texts = [{"prompt": tokens.prompt, "seed": json.dumps(s), "settings": tokens.settings, "model": tokens.model}
-             for s in tokens.seeds]
-    for path in _save_pngs(images, out, next_number(out), texts):
-        print(path)
+    with _image_output(args.output, tokens.batch_size) as out:
+        _, vq = _load(args, need_lm=False)
+        images = decode_tokens(vq, tokens, progress=TerminalProgress("decode"))
+        texts = [{"prompt": tokens.prompt, "seed": json.dumps(s), "settings": tokens.settings, "model": tokens.model}
+                 for s in tokens.seeds]
+        for path in _save_pngs(images, out, next_number(out.path), texts):
+            print(path)
     return 0
 
 
@@ -190,7 +194,7 @@ def cmd_convert(args) -> int:
     from safetensors.torch import save_file
 
     from .config import read_checkpoint_config
-    from .files import copy_file, prepare_output_dir, write_bytes, write_new_file
+    from .files import OutputFolder
     from .weights import WeightReader
 
     src, dst = Path(args.model), Path(args.output)
@@ -202,25 +206,28 @@ def cmd_convert(args) -> int:
     reader = WeightReader(src)
     if all(f.suffix == ".safetensors" for f in reader.files):
         raise JanusError(f"{src} already holds safetensors weights; nothing to convert.", input="model")
-    prepare_output_dir(dst, sum(f.stat().st_size for f in reader.files))
-    for f in src.iterdir():
-        if f.is_file() and f.suffix in (".json", ".md", ".txt", ".model") and not f.name.endswith(".bin.index.json"):
-            copy_file(f, dst / f.name)
-    n = len(reader.files)
-    weight_map = {}
-    by_file: dict = {}
-    for key in reader.shapes:
-        by_file.setdefault(reader.file_of(key), []).append(key)
-    for i, path in enumerate(reader.files):
-        name = "model.safetensors" if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
-        tensors = {k: reader.read(k).contiguous() for k in by_file.get(path, [])}
-        write_new_file(dst / name, lambda tmp, part=tensors: save_file(part, str(tmp), metadata={"format": "pt"}))
-        weight_map.update({k: name for k in tensors})
-        del tensors
-        print(dst / name)
-    if n > 1:  # the index last: a folder without it is visibly incomplete
-        index = json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1).encode()
-        write_bytes(dst / "model.safetensors.index.json", index)
+    import shutil
+
+    # a failed conversion removes what it wrote (a checkpoint folder without all its weights is worse than none)
+    with OutputFolder(dst, sum(f.stat().st_size for f in reader.files), remove_written=True) as out:
+        for f in src.iterdir():
+            if f.is_file() and f.suffix in (".json", ".md", ".txt", ".model") and not f.name.endswith(".bin.index.json"):
+                out.write_new_file(f.name, lambda tmp, f=f: shutil.copy2(f, tmp))
+        n = len(reader.files)
+        weight_map = {}
+        by_file: dict = {}
+        for key in reader.shapes:
+            by_file.setdefault(reader.file_of(key), []).append(key)
+        for i, path in enumerate(reader.files):
+            name = "model.safetensors" if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+            tensors = {k: reader.read(k).contiguous() for k in by_file.get(path, [])}
+            out.write_new_file(name, lambda tmp, part=tensors: save_file(part, str(tmp), metadata={"format": "pt"}))
+            weight_map.update({k: name for k in tensors})
+            del tensors
+            print(dst / name)
+        if n > 1:  # the index last: a folder without it is visibly incomplete
+            index = json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1).encode()
+            out.write_new_file("model.safetensors.index.json", lambda tmp: tmp.write_bytes(index))
     return 0
 
 
@@ -259,20 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for 00000.png, 00001.png, ... (numbers continue after files already there)")
     g.add_argument("--save-tokens", action="store_true",
                    help="also write OUTPUT/tokens.safetensors (tokens_NNNNN.safetensors if that exists)")
-    g.set_defaults(func=cmd_generate)
+    g.set_defaults(parser=g, func=cmd_generate)
 
     d = sub.add_parser("decode", help="tokens.safetensors -> images (PNG)")
     model_args(d, lm=False)
     d.add_argument("--tokens", required=True)
     d.add_argument("--output", required=True, help="folder for the PNGs (numbers continue after files already there)")
-    d.set_defaults(func=cmd_decode)
+    d.set_defaults(parser=d, func=cmd_decode)
 
     e = sub.add_parser("encode", help="images -> tokens.safetensors (short side to 384, centre crop)")
     model_args(e, lm=False)
     e.add_argument("--image", required=True, nargs="+")
     e.add_argument("--output", required=True, help="the .safetensors file to write (an existing one is refused)")
     e.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    e.set_defaults(func=cmd_encode)
+    e.set_defaults(parser=e, func=cmd_encode)
 
     u = sub.add_parser("describe", help="images + question -> one text answer per image (image understanding)")
     model_args(u)
@@ -284,13 +291,32 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--max-new-tokens", type=int, default=512)
     u.add_argument("--system-prompt", default=None, help="default: the official processor's; '' = none")
     u.add_argument("--json", action="store_true", help='print [{"image": ..., "answer": ...}] as JSON')
-    u.set_defaults(func=cmd_describe)
+    u.set_defaults(parser=u, func=cmd_describe)
 
     c = sub.add_parser("convert", help="original pytorch_model*.bin checkpoint -> safetensors, same layout")
     c.add_argument("--model", required=True)
     c.add_argument("--output", required=True)
-    c.set_defaults(func=cmd_convert)
+    c.set_defaults(parser=c, func=cmd_convert)
     return p
+
+
+_INPUT_ALIASES = {"images": "image"}  # library input names whose CLI option is spelled differently
+
+
+def cli_message(exc: JanusError, parser: argparse.ArgumentParser | None) -> str:
+    """The error's text with the input it names written as the command's option (`batch_size` -> `--batch-size`):
+    the leading name, and every mention of a snake_case name (a plain word like `prompt` only where it leads,
+    so prose such as "the prompt's tokens" stays prose)."""
+    import re
+
+    text, name = str(exc), exc.input
+    if not name or parser is None:
+        return text
+    flag = "--" + _INPUT_ALIASES.get(name, name).replace("_", "-")
+    if flag not in parser._option_string_actions:  # not an option of this command (e.g. init_tokens)
+        return text
+    where = rf"(?<![\w-]){re.escape(name)}(?![\w-])" if "_" in name else rf"^{re.escape(name)}(?![\w-])"
+    return re.sub(where, flag, text)
 
 
 def main(argv=None) -> int:
@@ -310,7 +336,7 @@ def main(argv=None) -> int:
         return args.func(args)
     except JanusError as exc:
         TerminalProgress.finish_line()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_message(exc, getattr(args, 'parser', None))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         TerminalProgress.finish_line()
