@@ -82,7 +82,9 @@ def test_convert_bin_to_safetensors(make_checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("model,message", [("/nonexistent/folder", "neither a checkpoint folder nor a known repo id"),
-                                           ("deepseek-ai/Janus-Pro-1B", "Could not download deepseek-ai/Janus-Pro-1B")])
+                                           ("deepseek-ai/Janus-Pro-1B", "deepseek-ai/Janus-Pro-1B is not on this "
+                                                                        "machine and the Hugging Face hub cannot be "
+                                                                        "reached")])
 def test_bad_model_argument(tmp_path, model, message):
     proc = run_cli("generate", "--model", model, "--models-dir", tmp_path, "--prompt", "x", "--output", tmp_path / "o",
                    ok=False)
@@ -112,6 +114,6 @@ def test_describe_user_errors_exit_2(tiny_ckpt, tmp_path):
     img = tmp_path / "a.png"
     Image.new("RGB", (8, 8)).save(img)
     bad = run_cli("describe", "--model", tiny_ckpt, "--image", img, "--max-new-tokens", 0, "--device", "cpu", ok=False)
-    assert bad.returncode == 2 and "error: max_new_tokens must be in 1..1048576, got 0" in bad.stderr
+    assert bad.returncode == 2 and "error: --max-new-tokens must be in 1..1048576, got 0" in bad.stderr
     missing = run_cli("describe", "--model", tiny_ckpt, "--image", tmp_path / "nope.png", ok=False)
     assert missing.returncode == 2 and "error: --image" in missing.stderr and "nope.png" in missing.stderr
