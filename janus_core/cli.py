@@ -160,6 +160,12 @@ def cmd_encode(args) -> int:
     return 0
 
 
+def _note(message: str) -> None:
+    """A run goes on with something adjusted: one `note:` line on stderr (stdout keeps only the results)."""
+    TerminalProgress.finish_line()
+    print(f"note: {message.replace('max_new_tokens', '--max-new-tokens')}", file=sys.stderr)
+
+
 def cmd_describe(args) -> int:
     from .hub import resolve_model
     from .images import open_image
@@ -179,7 +185,7 @@ def cmd_describe(args) -> int:
         und = build_understanding(ckpt, lm.dtype, lm.device, quantize=lm.quantize)
     answers = describe(lm, pictures, args.question, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
                        max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt,
-                       progress=TerminalProgress("tokens"), understanding=und)
+                       progress=TerminalProgress("tokens"), understanding=und, notice=_note)
     if args.json:
         print(json.dumps([{"image": f, "answer": a} for f, a in zip(args.image, answers)], ensure_ascii=False, indent=1))
     elif len(answers) == 1:

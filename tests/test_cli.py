@@ -117,3 +117,18 @@ def test_describe_user_errors_exit_2(tiny_ckpt, tmp_path):
     assert bad.returncode == 2 and "error: --max-new-tokens must be in 1..1048576, got 0" in bad.stderr
     missing = run_cli("describe", "--model", tiny_ckpt, "--image", tmp_path / "nope.png", ok=False)
     assert missing.returncode == 2 and "error: --image" in missing.stderr and "nope.png" in missing.stderr
+
+
+def test_describe_default_answer_length_is_capped_and_said(tiny_ckpt, tmp_path):
+    """The default --max-new-tokens 512 does not fit after the tiny model's 717-position prompt + image: the answer
+    is capped at what fits (307 of 1024 positions), one note on stderr says so, and the run succeeds."""
+    img = tmp_path / "a.png"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(img)
+    ok = run_cli("describe", "--model", tiny_ckpt, "--image", img, "--question", "cat?", "--device", "cpu",
+                 "--threads", 1, "--json")
+    assert "note: answers capped at 307 tokens: the question and image take 717 of the model's 1024 context " \
+           "positions (--max-new-tokens was 512)." in ok.stderr
+    assert len(json.loads(ok.stdout)) == 1 and "note:" not in ok.stdout
+    full = run_cli("describe", "--model", tiny_ckpt, "--image", img, "--question", "word " * 120, "--device", "cpu",
+                   ok=False)
+    assert full.returncode == 2 and "error: --question and image take" in full.stderr and "no room" in full.stderr
