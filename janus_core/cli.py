@@ -237,71 +237,128 @@ def cmd_convert(args) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Epilogs keep their line breaks (each command's example); every option's help ends with its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.required or "%(default)" in text or "default" in text or action.default is argparse.SUPPRESS
+                or not action.option_strings):
+            return text
+        if action.default is False:  # a switch
+            return f"{text} (default: off)"
+        return f"{text} (default: %(default)s)"
+
+
+DTYPES = ["auto", "float32", "bfloat16", "float16"]
+EXAMPLES = {
+    "generate": 'python -m janus_core generate --model deepseek-ai/Janus-Pro-1B --prompt "a watercolor fox in the '
+                'snow" --batch-size 2 --seed 42 --output out/ --save-tokens',
+    "decode": "python -m janus_core decode --model deepseek-ai/Janus-Pro-1B --tokens out/tokens.safetensors "
+              "--output decoded/",
+    "encode": "python -m janus_core encode --model deepseek-ai/Janus-Pro-1B --image photo.jpg other.png "
+              "--output photo_tokens.safetensors",
+    "describe": 'python -m janus_core describe --model deepseek-ai/Janus-Pro-1B --image photo.jpg --question "What '
+                'is in this picture?"',
+    "convert": "python -m janus_core convert --model models/Janus-Pro/Janus-Pro-7B --output "
+               "models/Janus-Pro/Janus-Pro-7B-st",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m janus_core", description="Janus / Janus-Pro text-to-image (384x384) "
-                                "and image understanding.")
+                                "and image understanding.", formatter_class=_HelpFormatter,
+                                epilog="example:\n  " + EXAMPLES["generate"] + "\n\n'python -m janus_core COMMAND "
+                                "--help' lists the options of each command.")
     p.add_argument("--version", action="version", version=__version__)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def model_args(sp, lm=True):
-        sp.add_argument("--model", required=True, help="checkpoint folder or a known repo id (e.g. deepseek-ai/Janus-Pro-1B)")
-        sp.add_argument("--models-dir", default=None, help="where repo ids are downloaded (default: the hub cache)")
-        sp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, ...")
-        sp.add_argument("--vq-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    def command(name: str, help: str):
+        return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter,
+                              epilog=f"example:\n  {EXAMPLES[name]}")
+
+    def model_args(sp, lm=True, vq=True):
+        sp.add_argument("--model", required=True, help="checkpoint folder, or a known repo id (e.g. "
+                        "deepseek-ai/Janus-Pro-1B) downloaded on first use (required)")
+        sp.add_argument("--models-dir", default=None, metavar="DIR", help="where repo ids are downloaded, as "
+                        "DIR/<name> (default: the Hugging Face hub cache)")
+        sp.add_argument("--device", default="auto", help="where the model runs: auto = CUDA, else MPS, else the CPU; "
+                        "or cpu, cuda, cuda:1, mps, ...")
+        if vq:
+            sp.add_argument("--vq-dtype", default="auto", choices=DTYPES, help="precision of the VQ image "
+                            "decoder/encoder: auto = bfloat16 on a CUDA GPU that has it, else float32 (half-precision "
+                            "convolutions are slow on the CPU)")
         sp.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads for torch (default: torch's choice, one per core, the fastest here)")
         if lm:
-            sp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-            sp.add_argument("--prompt-format", default="auto", choices=["auto", "pro", "janus"])
+            sp.add_argument("--dtype", default="auto", choices=DTYPES, help="precision of the language model: auto = "
+                            "bfloat16 on a CUDA GPU that has it, float16 on MPS, else float32; lower precision halves "
+                            "the memory")
+            sp.add_argument("--prompt-format", default="auto", choices=["auto", "pro", "janus"],
+                            help="the chat roles of the prompt: pro = Janus-Pro's <|User|> / <|Assistant|>, janus = "
+                                 "Janus-1.3B's User / Assistant; auto = read from the checkpoint's name and tokenizer")
             sp.add_argument("--quantize", default="none", choices=list(QUANTIZE_CHOICES),
-                            help="weight-only quantization of the language model's linear layers: int8 ~ half the "
-                                 "memory of bf16, int4 ~ a quarter; both faster on the CPU; images differ slightly "
-                                 "(default: none, exact)")
+                            help="weight-only quantization of the language model's linear layers: none = exact; int8 "
+                                 "~ half the memory of bf16, int4 ~ a quarter; both faster on the CPU, images differ "
+                                 "slightly")
 
-    g = sub.add_parser("generate", help="text -> images (PNG) [and tokens]")
+    g = command("generate", "text -> images (PNG) [and tokens]")
     model_args(g)
-    g.add_argument("--prompt", required=True)
-    g.add_argument("--negative-prompt", default="")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--batch-size", type=int, default=1)
-    g.add_argument("--cfg", type=float, default=5.0)
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0, help="0 = off")
-    g.add_argument("--top-p", type=float, default=1.0, help="1.0 = off")
-    g.add_argument("--output", required=True,
-                   help="folder for 00000.png, 00001.png, ... (numbers continue after files already there)")
+    g.add_argument("--prompt", required=True, help="what to draw (required)")
+    g.add_argument("--negative-prompt", default="", help="what to steer away from; '' = the reference's pad-token "
+                   "unconditional row (default: '')")
+    g.add_argument("--seed", type=int, default=0, help="random seed; image i of the batch uses seed + i")
+    g.add_argument("--batch-size", type=int, default=1, help="images sampled together, 1..1024")
+    g.add_argument("--cfg", type=float, default=5.0, help="guidance weight: uncond + cfg * (cond - uncond); 1 = none")
+    g.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; lower = safer, less varied")
+    g.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens only; 0 = off")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling probability mass; 1.0 = off")
+    g.add_argument("--output", required=True, metavar="FOLDER",
+                   help="folder for 00000.png, 00001.png, ... (numbers continue after files already there; made "
+                        "when the first PNG is written) (required)")
     g.add_argument("--save-tokens", action="store_true",
                    help="also write OUTPUT/tokens.safetensors (tokens_NNNNN.safetensors if that exists)")
     g.set_defaults(parser=g, func=cmd_generate)
 
-    d = sub.add_parser("decode", help="tokens.safetensors -> images (PNG)")
+    d = command("decode", "tokens.safetensors -> images (PNG)")
     model_args(d, lm=False)
-    d.add_argument("--tokens", required=True)
-    d.add_argument("--output", required=True, help="folder for the PNGs (numbers continue after files already there)")
+    d.add_argument("--tokens", required=True, metavar="FILE", help="a token file from generate --save-tokens, encode "
+                   "or the Save Janus Tokens node (required)")
+    d.add_argument("--output", required=True, metavar="FOLDER", help="folder for the PNGs (numbers continue after "
+                   "files already there; made when the first PNG is written) (required)")
     d.set_defaults(parser=d, func=cmd_decode)
 
-    e = sub.add_parser("encode", help="images -> tokens.safetensors (short side to 384, centre crop)")
+    e = command("encode", "images -> tokens.safetensors (short side to 384, centre crop)")
     model_args(e, lm=False)
-    e.add_argument("--image", required=True, nargs="+")
-    e.add_argument("--output", required=True, help="the .safetensors file to write (an existing one is refused)")
+    e.add_argument("--image", required=True, nargs="+", metavar="FILE", help="image files, any size and mode "
+                   "(required)")
+    e.add_argument("--output", required=True, metavar="FILE",
+                   help="the .safetensors file to write (an existing one is refused) (required)")
     e.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     e.set_defaults(parser=e, func=cmd_encode)
 
-    u = sub.add_parser("describe", help="images + question -> one text answer per image (image understanding)")
-    model_args(u)
-    u.add_argument("--image", required=True, nargs="+", help="image files (any size and mode)")
-    u.add_argument("--question", default="Describe this image in detail.")
-    u.add_argument("--seed", type=int, default=0, help="image i is sampled with seed + i")
-    u.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    u.add_argument("--top-p", type=float, default=1.0, help="1.0 = off")
-    u.add_argument("--max-new-tokens", type=int, default=512)
-    u.add_argument("--system-prompt", default=None, help="default: the official processor's; '' = none")
+    u = command("describe", "images + question -> one text answer per image (image understanding)")
+    model_args(u, vq=False)  # understanding never runs the VQ
+    u.add_argument("--image", required=True, nargs="+", metavar="FILE", help="image files, any size and mode "
+                   "(required)")
+    u.add_argument("--question", default="Describe this image in detail.", help="what to ask about each image")
+    u.add_argument("--seed", type=int, default=0, help="random seed when --temperature > 0; image i uses seed + i")
+    u.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the same answer every time); higher "
+                   "= more varied wording")
+    u.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling probability mass when --temperature > "
+                   "0; 1.0 = off")
+    u.add_argument("--max-new-tokens", type=int, default=512, help="longest answer in tokens; capped, with a note, "
+                   "to what the model's context leaves after the question and image")
+    u.add_argument("--system-prompt", default=None, help="the system prompt; '' = none (default: the official "
+                   "processor's)")
     u.add_argument("--json", action="store_true", help='print [{"image": ..., "answer": ...}] as JSON')
     u.set_defaults(parser=u, func=cmd_describe)
 
-    c = sub.add_parser("convert", help="original pytorch_model*.bin checkpoint -> safetensors, same layout")
-    c.add_argument("--model", required=True)
-    c.add_argument("--output", required=True)
+    c = command("convert", "original pytorch_model*.bin checkpoint -> safetensors, same layout")
+    c.add_argument("--model", required=True, metavar="FOLDER", help="a checkpoint folder with pytorch_model.bin or "
+                   "pytorch_model-*.bin shards (read as plain tensors only) (required)")
+    c.add_argument("--output", required=True, metavar="FOLDER", help="a new or empty folder for the safetensors copy "
+                   "(same shards, tensor names and config files; nothing is overwritten) (required)")
     c.set_defaults(parser=c, func=cmd_convert)
     return p
 

@@ -132,3 +132,38 @@ def test_describe_default_answer_length_is_capped_and_said(tiny_ckpt, tmp_path):
     full = run_cli("describe", "--model", tiny_ckpt, "--image", img, "--question", "word " * 120, "--device", "cpu",
                    ok=False)
     assert full.returncode == 2 and "error: --question and image take" in full.stderr and "no room" in full.stderr
+
+
+def test_help_shows_every_default_and_ends_with_an_example():
+    import argparse
+
+    from janus_core import cli
+
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) == {"generate", "decode", "encode", "describe", "convert"}
+    for name, sp in commands.items():
+        formatter = sp._get_formatter()
+        for action in sp._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            flag = action.option_strings[-1]
+            text = formatter._expand_help(action)  # the option's line as --help prints it
+            assert text and "\n" not in text, (name, flag)
+            if action.required:
+                assert text.endswith("(required)"), (name, flag, text)
+            else:
+                assert "default" in text, (name, flag, text)
+                if action.default not in (None, False, ""):
+                    assert f"(default: {action.default})" in text, (name, flag, text)
+            if "auto" in (action.choices or []) or action.default == "auto":
+                assert "auto =" in text, (name, flag, text)  # says what auto picks
+        lines = sp.format_help().rstrip().splitlines()
+        assert lines[-2] == "example:" and lines[-1].strip().startswith(f"python -m janus_core {name} --model "), name
+    assert "--vq-dtype" not in commands["describe"].format_help()  # describe never runs the VQ
+    shown = " ".join(run_cli("generate", "--help").stdout.split())  # end to end, as a user types it (unwrapped)
+    for line in ("(default: 0)", "(default: 1)", "(default: 5.0)", "(default: 1.0)", "(default: auto)"):
+        assert line in shown
+    assert "example: python -m janus_core generate --model" in shown
+    described = " ".join(run_cli("describe", "--help").stdout.split())
+    assert "(default: Describe this image in detail.)" in described and "(default: 512)" in described
