@@ -545,6 +545,14 @@ def test_a_refused_decode_leaves_no_output_folder(tiny_ckpt, tmp_path, capsys, t
     assert code == 2 and message in err and not (tmp_path / "new").exists()
 
 
+def test_a_refused_encode_leaves_no_output_folder(tmp_path, capsys):
+    img = tmp_path / "in.png"
+    Image.new("RGB", (20, 20)).save(img)
+    out = tmp_path / "new" / "t.safetensors"
+    code, err = run_main(capsys, "encode", "--model", tmp_path / "no-such-model", "--image", img, "--output", out)
+    assert code == 2 and "neither a checkpoint folder" in err and not (tmp_path / "new").exists()
+
+
 def test_a_refused_run_never_removes_an_existing_folder(tmp_path, capsys):
     empty, kept = tmp_path / "empty", tmp_path / "kept"
     empty.mkdir()
