@@ -8,7 +8,7 @@
     answers = describe(lm, images, "Describe this image in detail.")   # one str per image
 """
 
-from .errors import CheckpointError, DownloadError, GenerationCancelled, JanusError, PayloadError
+from .errors import CheckpointError, DownloadError, GenerationCancelled, JanusError, JanusWarning, PayloadError
 from .loader import load, load_generator, load_understanding, load_vq, resolve_device, resolve_dtype
 from .payloads import GRID, IMAGE_SIZE, NUM_IMAGE_TOKENS, JanusCond, JanusLM, JanusTokens, JanusVQ, ModelIdentity
 from .preview import fit_token_palette, id_palette, token_preview
@@ -31,6 +31,7 @@ __all__ = [
     "JanusLM",
     "JanusTokens",
     "JanusVQ",
+    "JanusWarning",
     "ModelIdentity",
     "PayloadError",
     "check_cond",

@@ -63,14 +63,16 @@ def _load(args, with_encoder=False, need_lm=True):
                          progress=TerminalProgress("load"))
 
 
-def _save_pngs(images, out: Path, first: int, texts: list[dict]) -> list[Path]:
-    """Numbered PNGs from `first` on, each written to a temporary name and linked into place (never replacing)."""
+def _save_pngs(images, out, first: int, texts: list[dict]) -> list[Path]:
+    """Numbered PNGs from `first` on, each written to a temporary name and linked into place (never replacing).
+    `out` is an OutputFolder (created on the first write) or an existing folder."""
     import numpy as np
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
     from .files import write_new_file
 
+    save = out.write_new_file if hasattr(out, "write_new_file") else lambda name, fn: write_new_file(out / name, fn)
     paths = []
     for i, img in enumerate(images):
         info = PngInfo()
@@ -78,16 +80,17 @@ def _save_pngs(images, out: Path, first: int, texts: list[dict]) -> list[Path]:
             info.add_text(key, value if isinstance(value, str) else json.dumps(value))
         arr = (img.numpy() * 255).round().clip(0, 255).astype(np.uint8)
         picture = Image.fromarray(arr)
-        path = write_new_file(out / f"{first + i:05d}.png", lambda tmp: picture.save(tmp, format="PNG", pnginfo=info))
+        path = save(f"{first + i:05d}.png", lambda tmp: picture.save(tmp, format="PNG", pnginfo=info))
         paths.append(path)
     return paths
 
 
-def _image_output(folder: str, images: int, extra_bytes: int = 0) -> Path:
-    """The output folder, created and proven writable with room for the PNGs, before any long work."""
-    from .files import prepare_output_dir
+def _image_output(folder: str, images: int, extra_bytes: int = 0):
+    """The output folder, proven writable with room for the PNGs before any long work, but created only when the
+    first PNG is written (a run that fails before then leaves nothing behind)."""
+    from .files import OutputFolder
 
-    return prepare_output_dir(folder, images * PNG_BYTES + extra_bytes)
+    return OutputFolder(folder, images * PNG_BYTES + extra_bytes)
 
 
 def cmd_generate(args) -> int:
@@ -103,20 +106,21 @@ def cmd_generate(args) -> int:
     text("prompt", args.prompt)
     text("negative_prompt", args.negative_prompt or "")
     batch = settings["batch_size"]
-    out = _image_output(args.output, batch, batch * TOKENS_BYTES if args.save_tokens else 0)
-    lm, vq = _load(args)
-    cond = prepare_cond(lm, args.prompt, args.negative_prompt or "")
-    tokens = sample_tokens(lm, cond, **settings, progress=TerminalProgress("tokens"), progress_every=8)
-    images = decode_tokens(vq, tokens, progress=TerminalProgress("decode"))
-    texts = [{"prompt": args.prompt, "negative_prompt": args.negative_prompt or "", "seed": str(seed),
-              "settings": tokens.settings, "model": tokens.model, "software": f"janus_core {__version__}"}
-             for seed in tokens.seeds]
-    first = next_number(out)  # counted now, after the run: another run may have written meanwhile
-    for path in _save_pngs(images, out, first, texts):
-        print(path)
-    if args.save_tokens:
-        name = "tokens.safetensors" if not (out / "tokens.safetensors").exists() else f"tokens_{first:05d}.safetensors"
-        print(save_tokens(tokens, out / name))
+    with _image_output(args.output, batch, batch * TOKENS_BYTES if args.save_tokens else 0) as out:
+        lm, vq = _load(args)
+        cond = prepare_cond(lm, args.prompt, args.negative_prompt or "")
+        tokens = sample_tokens(lm, cond, **settings, progress=TerminalProgress("tokens"), progress_every=8)
+        images = decode_tokens(vq, tokens, progress=TerminalProgress("decode"))
+        texts = [{"prompt": args.prompt, "negative_prompt": args.negative_prompt or "", "seed": str(seed),
+                  "settings": tokens.settings, "model": tokens.model, "software": f"janus_core {__version__}"}
+                 for seed in tokens.seeds]
+        first = next_number(out.path)  # counted now, after the run: another run may have written meanwhile
+        for path in _save_pngs(images, out, first, texts):
+            print(path)
+        if args.save_tokens:
+            name = ("tokens.safetensors" if not (out.path / "tokens.safetensors").exists()
+                    else f"tokens_{first:05d}.safetensors")
+            print(save_tokens(tokens, out.path / name))
     return 0
 
 
@@ -126,13 +130,13 @@ def cmd_decode(args) -> int:
     from .vq import decode_tokens
 
     tokens = load_tokens(args.tokens)
-    out = _image_output(args.output, tokens.batch_size)
-    _, vq = _load(args, need_lm=False)
-    images = decode_tokens(vq, tokens, progress=TerminalProgress("decode"))
-    texts = [{"prompt": tokens.prompt, "seed": json.dumps(s), "settings": tokens.settings, "model": tokens.model}
-             for s in tokens.seeds]
-    for path in _save_pngs(images, out, next_number(out), texts):
-        print(path)
+    with _image_output(args.output, tokens.batch_size) as out:
+        _, vq = _load(args, need_lm=False)
+        images = decode_tokens(vq, tokens, progress=TerminalProgress("decode"))
+        texts = [{"prompt": tokens.prompt, "seed": json.dumps(s), "settings": tokens.settings, "model": tokens.model}
+                 for s in tokens.seeds]
+        for path in _save_pngs(images, out, next_number(out.path), texts):
+            print(path)
     return 0
 
 
@@ -156,6 +160,12 @@ def cmd_encode(args) -> int:
     return 0
 
 
+def _note(message: str) -> None:
+    """A run goes on with something adjusted: one `note:` line on stderr (stdout keeps only the results)."""
+    TerminalProgress.finish_line()
+    print(f"note: {message.replace('max_new_tokens', '--max-new-tokens')}", file=sys.stderr)
+
+
 def cmd_describe(args) -> int:
     from .hub import resolve_model
     from .images import open_image
@@ -175,7 +185,7 @@ def cmd_describe(args) -> int:
         und = build_understanding(ckpt, lm.dtype, lm.device, quantize=lm.quantize)
     answers = describe(lm, pictures, args.question, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
                        max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt,
-                       progress=TerminalProgress("tokens"), understanding=und)
+                       progress=TerminalProgress("tokens"), understanding=und, notice=_note)
     if args.json:
         print(json.dumps([{"image": f, "answer": a} for f, a in zip(args.image, answers)], ensure_ascii=False, indent=1))
     elif len(answers) == 1:
@@ -190,7 +200,7 @@ def cmd_convert(args) -> int:
     from safetensors.torch import save_file
 
     from .config import read_checkpoint_config
-    from .files import copy_file, prepare_output_dir, write_bytes, write_new_file
+    from .files import OutputFolder
     from .weights import WeightReader
 
     src, dst = Path(args.model), Path(args.output)
@@ -202,95 +212,174 @@ def cmd_convert(args) -> int:
     reader = WeightReader(src)
     if all(f.suffix == ".safetensors" for f in reader.files):
         raise JanusError(f"{src} already holds safetensors weights; nothing to convert.", input="model")
-    prepare_output_dir(dst, sum(f.stat().st_size for f in reader.files))
-    for f in src.iterdir():
-        if f.is_file() and f.suffix in (".json", ".md", ".txt", ".model") and not f.name.endswith(".bin.index.json"):
-            copy_file(f, dst / f.name)
-    n = len(reader.files)
-    weight_map = {}
-    by_file: dict = {}
-    for key in reader.shapes:
-        by_file.setdefault(reader.file_of(key), []).append(key)
-    for i, path in enumerate(reader.files):
-        name = "model.safetensors" if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
-        tensors = {k: reader.read(k).contiguous() for k in by_file.get(path, [])}
-        write_new_file(dst / name, lambda tmp, part=tensors: save_file(part, str(tmp), metadata={"format": "pt"}))
-        weight_map.update({k: name for k in tensors})
-        del tensors
-        print(dst / name)
-    if n > 1:  # the index last: a folder without it is visibly incomplete
-        index = json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1).encode()
-        write_bytes(dst / "model.safetensors.index.json", index)
+    import shutil
+
+    # a failed conversion removes what it wrote (a checkpoint folder without all its weights is worse than none)
+    with OutputFolder(dst, sum(f.stat().st_size for f in reader.files), remove_written=True) as out:
+        for f in src.iterdir():
+            if f.is_file() and f.suffix in (".json", ".md", ".txt", ".model") and not f.name.endswith(".bin.index.json"):
+                out.write_new_file(f.name, lambda tmp, f=f: shutil.copy2(f, tmp))
+        n = len(reader.files)
+        weight_map = {}
+        by_file: dict = {}
+        for key in reader.shapes:
+            by_file.setdefault(reader.file_of(key), []).append(key)
+        for i, path in enumerate(reader.files):
+            name = "model.safetensors" if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+            tensors = {k: reader.read(k).contiguous() for k in by_file.get(path, [])}
+            out.write_new_file(name, lambda tmp, part=tensors: save_file(part, str(tmp), metadata={"format": "pt"}))
+            weight_map.update({k: name for k in tensors})
+            del tensors
+            print(dst / name)
+        if n > 1:  # the index last: a folder without it is visibly incomplete
+            index = json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1).encode()
+            out.write_new_file("model.safetensors.index.json", lambda tmp: tmp.write_bytes(index))
     return 0
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Epilogs keep their line breaks (each command's example); every option's help ends with its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.required or "%(default)" in text or "default" in text or action.default is argparse.SUPPRESS
+                or not action.option_strings):
+            return text
+        if action.default is False:  # a switch
+            return f"{text} (default: off)"
+        return f"{text} (default: %(default)s)"
+
+
+DTYPES = ["auto", "float32", "bfloat16", "float16"]
+EXAMPLES = {
+    "generate": 'python -m janus_core generate --model deepseek-ai/Janus-Pro-1B --prompt "a watercolor fox in the '
+                'snow" --batch-size 2 --seed 42 --output out/ --save-tokens',
+    "decode": "python -m janus_core decode --model deepseek-ai/Janus-Pro-1B --tokens out/tokens.safetensors "
+              "--output decoded/",
+    "encode": "python -m janus_core encode --model deepseek-ai/Janus-Pro-1B --image photo.jpg other.png "
+              "--output photo_tokens.safetensors",
+    "describe": 'python -m janus_core describe --model deepseek-ai/Janus-Pro-1B --image photo.jpg --question "What '
+                'is in this picture?"',
+    "convert": "python -m janus_core convert --model models/Janus-Pro/Janus-Pro-7B --output "
+               "models/Janus-Pro/Janus-Pro-7B-st",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m janus_core", description="Janus / Janus-Pro text-to-image (384x384) "
-                                "and image understanding.")
+                                "and image understanding.", formatter_class=_HelpFormatter,
+                                epilog="example:\n  " + EXAMPLES["generate"] + "\n\n'python -m janus_core COMMAND "
+                                "--help' lists the options of each command.")
     p.add_argument("--version", action="version", version=__version__)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def model_args(sp, lm=True):
-        sp.add_argument("--model", required=True, help="checkpoint folder or a known repo id (e.g. deepseek-ai/Janus-Pro-1B)")
-        sp.add_argument("--models-dir", default=None, help="where repo ids are downloaded (default: the hub cache)")
-        sp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, ...")
-        sp.add_argument("--vq-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    def command(name: str, help: str):
+        return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter,
+                              epilog=f"example:\n  {EXAMPLES[name]}")
+
+    def model_args(sp, lm=True, vq=True):
+        sp.add_argument("--model", required=True, help="checkpoint folder, or a known repo id (e.g. "
+                        "deepseek-ai/Janus-Pro-1B) downloaded on first use (required)")
+        sp.add_argument("--models-dir", default=None, metavar="DIR", help="where repo ids are downloaded, as "
+                        "DIR/<name> (default: the Hugging Face hub cache)")
+        sp.add_argument("--device", default="auto", help="where the model runs: auto = CUDA, else MPS, else the CPU; "
+                        "or cpu, cuda, cuda:1, mps, ...")
+        if vq:
+            sp.add_argument("--vq-dtype", default="auto", choices=DTYPES, help="precision of the VQ image "
+                            "decoder/encoder: auto = bfloat16 on a CUDA GPU that has it, else float32 (half-precision "
+                            "convolutions are slow on the CPU)")
         sp.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads for torch (default: torch's choice, one per core, the fastest here)")
         if lm:
-            sp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-            sp.add_argument("--prompt-format", default="auto", choices=["auto", "pro", "janus"])
+            sp.add_argument("--dtype", default="auto", choices=DTYPES, help="precision of the language model: auto = "
+                            "bfloat16 on a CUDA GPU that has it, float16 on MPS, else float32; lower precision halves "
+                            "the memory")
+            sp.add_argument("--prompt-format", default="auto", choices=["auto", "pro", "janus"],
+                            help="the chat roles of the prompt: pro = Janus-Pro's <|User|> / <|Assistant|>, janus = "
+                                 "Janus-1.3B's User / Assistant; auto = read from the checkpoint's name and tokenizer")
             sp.add_argument("--quantize", default="none", choices=list(QUANTIZE_CHOICES),
-                            help="weight-only quantization of the language model's linear layers: int8 ~ half the "
-                                 "memory of bf16, int4 ~ a quarter; both faster on the CPU; images differ slightly "
-                                 "(default: none, exact)")
+                            help="weight-only quantization of the language model's linear layers: none = exact; int8 "
+                                 "~ half the memory of bf16, int4 ~ a quarter; both faster on the CPU, images differ "
+                                 "slightly")
 
-    g = sub.add_parser("generate", help="text -> images (PNG) [and tokens]")
+    g = command("generate", "text -> images (PNG) [and tokens]")
     model_args(g)
-    g.add_argument("--prompt", required=True)
-    g.add_argument("--negative-prompt", default="")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--batch-size", type=int, default=1)
-    g.add_argument("--cfg", type=float, default=5.0)
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0, help="0 = off")
-    g.add_argument("--top-p", type=float, default=1.0, help="1.0 = off")
-    g.add_argument("--output", required=True,
-                   help="folder for 00000.png, 00001.png, ... (numbers continue after files already there)")
+    g.add_argument("--prompt", required=True, help="what to draw (required)")
+    g.add_argument("--negative-prompt", default="", help="what to steer away from; '' = the reference's pad-token "
+                   "unconditional row (default: '')")
+    g.add_argument("--seed", type=int, default=0, help="random seed; image i of the batch uses seed + i")
+    g.add_argument("--batch-size", type=int, default=1, help="images sampled together, 1..1024")
+    g.add_argument("--cfg", type=float, default=5.0, help="guidance weight: uncond + cfg * (cond - uncond); 1 = none")
+    g.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; lower = safer, less varied")
+    g.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens only; 0 = off")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling probability mass; 1.0 = off")
+    g.add_argument("--output", required=True, metavar="FOLDER",
+                   help="folder for 00000.png, 00001.png, ... (numbers continue after files already there; made "
+                        "when the first PNG is written) (required)")
     g.add_argument("--save-tokens", action="store_true",
                    help="also write OUTPUT/tokens.safetensors (tokens_NNNNN.safetensors if that exists)")
-    g.set_defaults(func=cmd_generate)
+    g.set_defaults(parser=g, func=cmd_generate)
 
-    d = sub.add_parser("decode", help="tokens.safetensors -> images (PNG)")
+    d = command("decode", "tokens.safetensors -> images (PNG)")
     model_args(d, lm=False)
-    d.add_argument("--tokens", required=True)
-    d.add_argument("--output", required=True, help="folder for the PNGs (numbers continue after files already there)")
-    d.set_defaults(func=cmd_decode)
+    d.add_argument("--tokens", required=True, metavar="FILE", help="a token file from generate --save-tokens, encode "
+                   "or the Save Janus Tokens node (required)")
+    d.add_argument("--output", required=True, metavar="FOLDER", help="folder for the PNGs (numbers continue after "
+                   "files already there; made when the first PNG is written) (required)")
+    d.set_defaults(parser=d, func=cmd_decode)
 
-    e = sub.add_parser("encode", help="images -> tokens.safetensors (short side to 384, centre crop)")
+    e = command("encode", "images -> tokens.safetensors (short side to 384, centre crop)")
     model_args(e, lm=False)
-    e.add_argument("--image", required=True, nargs="+")
-    e.add_argument("--output", required=True, help="the .safetensors file to write (an existing one is refused)")
+    e.add_argument("--image", required=True, nargs="+", metavar="FILE", help="image files, any size and mode "
+                   "(required)")
+    e.add_argument("--output", required=True, metavar="FILE",
+                   help="the .safetensors file to write (an existing one is refused) (required)")
     e.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    e.set_defaults(func=cmd_encode)
+    e.set_defaults(parser=e, func=cmd_encode)
 
-    u = sub.add_parser("describe", help="images + question -> one text answer per image (image understanding)")
-    model_args(u)
-    u.add_argument("--image", required=True, nargs="+", help="image files (any size and mode)")
-    u.add_argument("--question", default="Describe this image in detail.")
-    u.add_argument("--seed", type=int, default=0, help="image i is sampled with seed + i")
-    u.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    u.add_argument("--top-p", type=float, default=1.0, help="1.0 = off")
-    u.add_argument("--max-new-tokens", type=int, default=512)
-    u.add_argument("--system-prompt", default=None, help="default: the official processor's; '' = none")
+    u = command("describe", "images + question -> one text answer per image (image understanding)")
+    model_args(u, vq=False)  # understanding never runs the VQ
+    u.add_argument("--image", required=True, nargs="+", metavar="FILE", help="image files, any size and mode "
+                   "(required)")
+    u.add_argument("--question", default="Describe this image in detail.", help="what to ask about each image")
+    u.add_argument("--seed", type=int, default=0, help="random seed when --temperature > 0; image i uses seed + i")
+    u.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the same answer every time); higher "
+                   "= more varied wording")
+    u.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling probability mass when --temperature > "
+                   "0; 1.0 = off")
+    u.add_argument("--max-new-tokens", type=int, default=512, help="longest answer in tokens; capped, with a note, "
+                   "to what the model's context leaves after the question and image")
+    u.add_argument("--system-prompt", default=None, help="the system prompt; '' = none (default: the official "
+                   "processor's)")
     u.add_argument("--json", action="store_true", help='print [{"image": ..., "answer": ...}] as JSON')
-    u.set_defaults(func=cmd_describe)
+    u.set_defaults(parser=u, func=cmd_describe)
 
-    c = sub.add_parser("convert", help="original pytorch_model*.bin checkpoint -> safetensors, same layout")
-    c.add_argument("--model", required=True)
-    c.add_argument("--output", required=True)
-    c.set_defaults(func=cmd_convert)
+    c = command("convert", "original pytorch_model*.bin checkpoint -> safetensors, same layout")
+    c.add_argument("--model", required=True, metavar="FOLDER", help="a checkpoint folder with pytorch_model.bin or "
+                   "pytorch_model-*.bin shards (read as plain tensors only) (required)")
+    c.add_argument("--output", required=True, metavar="FOLDER", help="a new or empty folder for the safetensors copy "
+                   "(same shards, tensor names and config files; nothing is overwritten) (required)")
+    c.set_defaults(parser=c, func=cmd_convert)
     return p
+
+
+_INPUT_ALIASES = {"images": "image"}  # library input names whose CLI option is spelled differently
+
+
+def cli_message(exc: JanusError, parser: argparse.ArgumentParser | None) -> str:
+    """The error's text with the input it names written as the command's option (`batch_size` -> `--batch-size`):
+    the leading name, and every mention of a snake_case name (a plain word like `prompt` only where it leads,
+    so prose such as "the prompt's tokens" stays prose)."""
+    import re
+
+    text, name = str(exc), exc.input
+    if not name or parser is None:
+        return text
+    flag = "--" + _INPUT_ALIASES.get(name, name).replace("_", "-")
+    if flag not in parser._option_string_actions:  # not an option of this command (e.g. init_tokens)
+        return text
+    where = rf"(?<![\w-]){re.escape(name)}(?![\w-])" if "_" in name else rf"^{re.escape(name)}(?![\w-])"
+    return re.sub(where, flag, text)
 
 
 def main(argv=None) -> int:
@@ -310,7 +399,7 @@ def main(argv=None) -> int:
         return args.func(args)
     except JanusError as exc:
         TerminalProgress.finish_line()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_message(exc, getattr(args, 'parser', None))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         TerminalProgress.finish_line()

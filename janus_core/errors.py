@@ -47,3 +47,8 @@ class GenerationCancelled(JanusError):
 
 class DownloadError(JanusError):
     """A known repo id could not be fetched (offline, hub error); the message says which files to put where."""
+
+
+class JanusWarning(UserWarning):
+    """A run goes on with a setting adjusted to what fits (e.g. describe's answer length capped to the model's
+    context); front ends show it (the CLI on stderr, a node in its status line)."""

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from .errors import PayloadError
-from .files import write_bytes
+from .files import make_dirs, remove_empty_dirs, write_bytes
 from .payloads import JanusTokens
 
 _META_FIELDS = ("seeds", "settings", "model", "prompt")
@@ -20,15 +20,20 @@ FORMAT = "janus_tokens/1"
 
 def save_tokens(tokens: JanusTokens, path: str | Path, overwrite: bool = False) -> Path:
     """Write `tokens` to a new .safetensors file, atomically (temporary name, then linked into place).
-    An existing file is refused (OutputError) unless `overwrite`."""
+    An existing file is refused (OutputError) unless `overwrite`. Missing folders are created; a failed save
+    removes those it created."""
     if not isinstance(tokens, JanusTokens):
         raise PayloadError(f"tokens must be JANUS_TOKENS, got {type(tokens).__name__}.")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {name: json.dumps(getattr(tokens, name), default=str) for name in _META_FIELDS}
     meta["format"] = FORMAT
     data = save({"tokens": tokens.tokens.to(torch.int64).contiguous()}, metadata=meta)
-    return write_bytes(path, data, overwrite)
+    created = make_dirs(path.parent)
+    try:
+        return write_bytes(path, data, overwrite)
+    except BaseException:
+        remove_empty_dirs(created)  # a failed save leaves no empty folder behind
+        raise
 
 
 def load_tokens(path: str | Path) -> JanusTokens:

@@ -20,13 +20,14 @@ positions and a padding mask, like the generation sampler). Row i draws from its
 from __future__ import annotations
 
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from .errors import CheckpointError, GenerationCancelled, PayloadError
+from .errors import CheckpointError, GenerationCancelled, JanusWarning, PayloadError
 from .validate import SEED_MAX, integer, number, temperature_value, text
 from .memory import check_fits, describing_bytes
 from .model import KVCache
@@ -219,6 +220,7 @@ def describe(
     should_cancel: Callable[[], bool] | None = None,
     understanding: JanusUnderstanding | None = None,
     return_ids: bool = False,
+    notice: Callable[[str], None] | None = None,
     threads: int | None = None,
 ) -> list[str] | list[list[int]]:
     """Answer `question` about each image; one string per image, decoded whole (special tokens skipped).
@@ -230,7 +232,10 @@ def describe(
     `should_cancel()` is polled per token and True raises GenerationCancelled after freeing the cache.
     The tower, aligner and text head are loaded from `lm.identity.path` on the first call (or pass
     `understanding=load_understanding(...)`). return_ids: the token ids per image (EOS excluded) instead.
-    threads: CPU threads for the decode loop; None = chosen from its own step times (tuning.ThreadTuner)."""
+    max_new_tokens is a ceiling: where the prompt and image leave less of the model's context, the answers are
+    capped to what fits and `notice(message)` says so (default: a JanusWarning); only when no token fits is it
+    an error. threads: CPU threads for the decode loop; None = chosen from its own step times
+    (tuning.ThreadTuner)."""
     pictures = as_image_list(images)
     if isinstance(question, str):
         questions = [question] * len(pictures)
@@ -253,11 +258,21 @@ def describe(
     n_img = und.model.cfg.num_positions
     prompts = [understanding_prompt_ids(lm, q, n_img, system_prompt) for q in questions]
     rows, prompt_len = len(prompts), max(len(p) for p in prompts)
+    context = cfg.max_position_embeddings
+    room = context - prompt_len
+    if room < 1:
+        raise PayloadError(f"question and image take {prompt_len} of the model's {context} context positions, "
+                           "which leaves no room for an answer; use a shorter question (or system prompt).",
+                           input="question")
+    if max_new_tokens > room:  # a ceiling that cannot be reached: answer as long as fits, and say so
+        message = (f"answers capped at {room} tokens: the question and image take {prompt_len} of the model's "
+                   f"{context} context positions (max_new_tokens was {max_new_tokens}).")
+        if notice is not None:
+            notice(message)
+        else:
+            warnings.warn(message, JanusWarning, stacklevel=3)
+        max_new_tokens = room
     max_len = prompt_len + max_new_tokens
-    if max_len > cfg.max_position_embeddings:
-        raise PayloadError(f"max_new_tokens {max_new_tokens} + the prompt's {prompt_len} tokens exceed the model's "
-                           f"context of {cfg.max_position_embeddings}; use max_new_tokens <= "
-                           f"{max(cfg.max_position_embeddings - prompt_len, 0)} or a shorter question.")
     sizes = [describing_bytes(cfg, und.model.cfg, cfg.vocab_size, n, prompt_len, max_new_tokens, dtype) for n in (1, rows)]
     check_fits("describing", sizes[1], device, sizes[0], rows, "images",
                "Describe fewer images at once, lower max_new_tokens, use a smaller dtype, or free memory.")

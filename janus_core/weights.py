@@ -129,12 +129,21 @@ def _looks_like_torch_file(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") or bool(_PICKLE_PROTOCOL.match(head))
 
 
+def _torch_detail(exc: BaseException) -> str:
+    """torch's own words, cut to their first sentence: a detail after the project's message, never the message
+    (its hints about weights_only=False and its 'Could this error message be improved?' are dropped)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = re.split(r"\s*\(Could this error message be improved|(?<=[a-z)])\. ", text)[0].rstrip(". ")
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 class _PickleFile:
     def __init__(self, path: Path):
         self.path = path
-        damaged = "it is probably truncated or corrupt; delete and re-download it."
+        damaged = "delete it and download it again."
         if path.stat().st_size == 0 or not _looks_like_torch_file(path):
-            raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); {damaged}")
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle): it is "
+                                  f"damaged or truncated; {damaged}")
         try:
             try:
                 sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -144,15 +153,17 @@ class _PickleFile:
                 # legacy (pre-zip) pickle format cannot be memory-mapped
                 sd = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if "weights only" in str(exc).lower() and ("global" in str(exc).lower() or "unsupported" in str(exc).lower()):
+            if "weights only" in str(exc).lower():  # torch's restricted unpickler met something that is not a tensor
+                found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+                what = f"it names {found.group(1)}" if found else _torch_detail(exc)
                 raise CheckpointError(
-                    f"{path}: refused to load: it holds objects other than plain tensors, and pickles are only read "
-                    f"with weights_only=True ({first}). Use a safetensors copy of this checkpoint."
-                ) from exc
-            raise CheckpointError(f"{path}: cannot read this pickle ({first}); {damaged}") from exc
+                    f"{path}: refused: this pickle holds code or objects other than tensors ({what}), which a file of "
+                    "plain weights never needs; it was not loaded and nothing in it ran. The safe fix is a "
+                    "safetensors copy of the weights (model.safetensors) from the model's own repo."
+                ) from None
+            raise CheckpointError(f"{path}: damaged or truncated (torch: {_torch_detail(exc)}); {damaged}") from None
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{path}: cannot read this pickle ({exc}); {damaged}") from exc
+            raise CheckpointError(f"{path}: damaged or truncated (torch: {_torch_detail(exc)}); {damaged}") from None
         if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
             raise CheckpointError(f"{path}: expected a dict of tensors (a state dict), got {type(sd).__name__}.")
         self.sd = sd

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from ..janus_core import GenerationCancelled, JanusError, describe
-from . import host, models
+from . import events, host, models
 from .errors import input_error
 from .sampler import _oom_message
 
@@ -14,14 +16,24 @@ DEFAULT_QUESTION = "Describe this image in detail."
 
 
 class _Progress:
-    """Per-token progress bar (max_new_tokens steps; it jumps to the end when every answer has stopped)."""
+    """Per-token progress bar (max_new_tokens steps; it jumps to the end when every answer has stopped) and the
+    web status line (tokens, tok/s, ETA, images), like the sampler's, with a note when the answer is capped."""
 
-    def __init__(self, node_id, total: int):
+    def __init__(self, node_id, total: int, batch: int):
         self.bar = host.progress_bar(total, node_id)
+        self.status = events.SamplerStatus(node_id, total, batch)
+        self.notes: list[str] = []
 
     def __call__(self, step: int, total: int, _tokens) -> None:
+        self.status.total = total  # the answer length once capped to the context
+        self.status.update(step)
         if self.bar is not None:
             self.bar.update_absolute(step, total)
+
+    def notice(self, message: str) -> None:
+        self.notes.append(message)
+        self.status.note = message
+        logging.getLogger(__name__).warning("%s: %s", NODE, message)
 
     def finish(self, total: int) -> None:
         if self.bar is not None:
@@ -72,14 +84,17 @@ class JanusARDescribe:
             raise input_error(NODE, "question", "is empty; type a question, e.g. 'Describe this image in detail.'")
         und = models.understanding_of(lm)
         models.ensure_on_device(lm, und)
-        progress = _Progress(unique_id, int(max_new_tokens))
+        rows = len(image) if isinstance(image, list) else int(getattr(image, "shape", [1])[0] or 1)
+        progress = _Progress(unique_id, int(max_new_tokens), rows)
         failure = cancelled = None
+        state = "error"
         try:
             texts = describe(lm, image, question, seed=int(seed), temperature=float(temperature), top_p=float(top_p),
                              max_new_tokens=int(max_new_tokens), progress=progress, should_cancel=host.interrupted,
-                             understanding=und)
+                             understanding=und, notice=progress.notice)
+            state = "success"
         except GenerationCancelled as exc:
-            cancelled = str(exc)
+            state, cancelled = "cancelled", str(exc)
         except JanusError as exc:  # janus_core names the input first ("question is empty", "images[0] ...")
             text = str(exc)
             named = ("question", "temperature", "top_p", "max_new_tokens", "seed")
@@ -87,16 +102,21 @@ class JanusARDescribe:
                                                                           "image")
             raise input_error(NODE, name, text) from exc
         except torch.OutOfMemoryError:
-            rows = len(image) if isinstance(image, list) else int(getattr(image, "shape", [1])[0])
             failure = _oom_message("describing", rows, lm.dtype, lm.device).replace(
                 "Lower batch_size", "Describe fewer images at once, lower max_new_tokens")
         except Exception as exc:
             if type(exc).__name__ == "InterruptProcessingException":  # the editor's cancel, raised by its progress hook
+                state = "cancelled"
                 host.release_memory()
             raise
-        if cancelled is None and failure is None:
+        finally:
+            progress.status.finish(state)
+        if state == "success":
             progress.finish(int(max_new_tokens))
-            return {"ui": {"text": texts}, "result": (texts,)}
+            ui = {"text": texts}
+            if progress.notes:  # shown under the answers on the node (web/js/janus.js)
+                ui["janus_notes"] = progress.notes
+            return {"ui": ui, "result": (texts,)}
         host.release_memory()  # outside the except block: the failed frames are gone by now
         if cancelled is not None:
             exc = host.interrupt_exception(cancelled)

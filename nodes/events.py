@@ -5,7 +5,9 @@ Event names and payloads are the contract with web/js (web/js/janus_status.js re
   then exactly one of "success" / "cancelled" / "error" (the extension clears the status line on those).
   `step` counts token positions of the 24x24 grid (each position is sampled for the whole batch at once);
   `tokens_per_s` is positions per second, `eta_s` the seconds left at that rate. Numbers that are not finite
-  are sent as null (JSON has no NaN / Infinity).
+  are sent as null (JSON has no NaN / Infinity). The Janus Describe Image node sends the same message, with
+  `step` = answer tokens (all images at once), `total` = max_new_tokens (capped to the model's context),
+  `batch` = images; a running payload may carry `note` (a string, e.g. "answers capped at 285 tokens: ...").
 - "janus.download.progress": {node, file, done, total}; bytes (or files, as the downloader counts them);
   total may be null when unknown. The extension hides the bar once done >= total.
 
@@ -94,6 +96,7 @@ class SamplerStatus:
         self.first = None  # (time, step) of the first update: the rate excludes the prompt prefill
         self.finished = False
         self.sent = 0
+        self.note = None  # optional text shown with the status (e.g. an answer length capped to the context)
 
     def _rate(self, now: float, step: int) -> float | None:
         if self.first is not None and step > self.first[1] and now > self.first[0]:
@@ -113,9 +116,11 @@ class SamplerStatus:
         self.last_sent = now
         rate = self._rate(now, step)
         eta = max(self.total - step, 0) / rate if rate else None
-        ok = _send(SAMPLER_EVENT, {"node": str(self.node_id), "step": int(step), "total": self.total,
-                                   "batch": self.batch, "tokens_per_s": _num(rate), "eta_s": _num(eta, 1),
-                                   "state": "running"})
+        data = {"node": str(self.node_id), "step": int(step), "total": self.total, "batch": self.batch,
+                "tokens_per_s": _num(rate), "eta_s": _num(eta, 1), "state": "running"}
+        if self.note:
+            data["note"] = str(self.note)
+        ok = _send(SAMPLER_EVENT, data)
         self.sent += ok
         return ok
 

@@ -10,6 +10,7 @@ import torch
 
 from ..janus_core import GRID, JanusTokens, token_preview
 from ..janus_core.errors import OutputError
+from ..janus_core.files import make_dirs, remove_empty_dirs
 from ..janus_core.tokens_io import load_tokens, save_tokens
 from ..janus_core.vq import check_tokens
 from . import host, models
@@ -187,17 +188,21 @@ class JanusARSaveTokens:
             raise input_error(node, "filename_prefix", f"{filename_prefix!r} must be a relative name inside the "
                                                        "output folder.")
         try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as exc:
-            raise input_error(node, "filename_prefix", f"cannot create the folder {folder} ({exc.strerror}).") from exc
-        for _ in range(100):  # another save may take the number between the scan and the write: take the next
-            file = f"{name}_{_next_counter(folder, name):05}_.safetensors"
-            try:
-                save_tokens_file(tokens, os.path.join(folder, file))
-                break
-            except OutputError as exc:
-                if not os.path.exists(os.path.join(folder, file)):
-                    raise input_error(node, "filename_prefix", str(exc)) from exc
+            created = make_dirs(folder)
+        except OutputError as exc:
+            raise input_error(node, "filename_prefix", str(exc)) from exc
+        try:
+            for _ in range(100):  # another save may take the number between the scan and the write: take the next
+                file = f"{name}_{_next_counter(folder, name):05}_.safetensors"
+                try:
+                    save_tokens_file(tokens, os.path.join(folder, file))
+                    break
+                except OutputError as exc:
+                    if not os.path.exists(os.path.join(folder, file)):
+                        raise input_error(node, "filename_prefix", str(exc)) from exc
+        except BaseException:
+            remove_empty_dirs(created)  # a failed save leaves no empty subfolder behind
+            raise
         return {"ui": {"janus_tokens_files": [{"filename": file, "subfolder": sub, "type": "output"}]}}
 
 

@@ -316,19 +316,37 @@ def test_vq_tensors_that_disagree(ckpt_copy):
         load_generator(ckpt_copy, device="cpu")
 
 
+TORCH_HINTS = ("weights_only", "will likely succeed", "Could this error message be improved", "add_safe_globals")
+
+
 def test_corrupt_and_hostile_pickles(make_checkpoint, tmp_path):
+    """The project's words (what is wrong, what to do); torch's text at most as a short detail, never its advice."""
+    import pickle
+    import zipfile
+
     d = Path(shutil.copytree(make_checkpoint("original", "bin", 1), tmp_path / "bin"))
     weights = d / "pytorch_model.bin"
     good = weights.read_bytes()
+
+    def refused(match) -> str:
+        with pytest.raises(CheckpointError, match=match) as info:
+            load_generator(d, device="cpu")
+        msg = str(info.value)
+        assert not [h for h in TORCH_HINTS if h in msg], msg
+        return msg
+
     weights.write_bytes(os.urandom(4096))
-    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint .* truncated or corrupt"):
-        load_generator(d, device="cpu")
+    refused("not a PyTorch checkpoint .* damaged or truncated; delete it and download it again")
     weights.write_bytes(good[: len(good) // 2])
-    with pytest.raises(CheckpointError, match="cannot read this pickle .* truncated or corrupt"):
-        load_generator(d, device="cpu")
+    refused(r"damaged or truncated \(torch: PytorchStreamReader failed reading zip archive: failed finding central "
+            r"directory\); delete it and download it again\.$")
+    with zipfile.ZipFile(weights, "w") as z:  # a zip whose torch records are missing
+        z.writestr("archive/data.pkl", pickle.dumps({}))
+    refused(r"damaged or truncated \(torch: Expected hasRecord\(\"version\"\) to be true, but got false\); delete it")
     torch.save({"w": torch.zeros(1), "x": errors.JanusError("not a tensor")}, weights)
-    with pytest.raises(CheckpointError, match="objects other than plain tensors"):
-        load_generator(d, device="cpu")
+    msg = refused("refused: this pickle holds code or objects other than tensors")
+    assert "it names janus_core.errors.JanusError" in msg and "nothing in it ran" in msg
+    assert "safe fix is a safetensors copy of the weights (model.safetensors) from the model's own repo" in msg
 
 
 # ---- devices ----------------------------------------------------------------------------------------------
@@ -355,14 +373,17 @@ GEN = ("generate", "--prompt", "a red chair", "--device", "cpu", "--threads", "1
 
 
 @pytest.mark.parametrize("extra,message", [
-    (("--cfg", "nan"), "cfg must be a finite number"),
-    (("--temperature", "nan"), "temperature must be a finite number"),
-    (("--top-p", "0"), "top_p must be in"),
-    (("--seed", "-3"), "seed must be in"),
-    (("--batch-size", "100000"), "batch_size must be in 1..1024"),
-    (("--threads", "-1"), "--threads must be in 1.."),
+    (("--cfg", "nan"), "error: --cfg must be a finite number"),
+    (("--temperature", "nan"), "error: --temperature must be a finite number"),
+    (("--top-p", "0"), "error: --top-p must be in"),
+    (("--top-k", "-1"), "error: --top-k must be in 0"),
+    (("--seed", "-3"), "error: --seed must be in"),
+    (("--batch-size", "0"), "error: --batch-size must be in 1..1024, got 0"),
+    (("--batch-size", "100000"), "error: --batch-size must be in 1..1024"),
+    (("--threads", "-1"), "error: --threads must be in 1.."),
     (("--device", "cuda:7"), "available here"),
-    (("--prompt", "x\udcff"), "prompt is not valid Unicode"),
+    (("--prompt", "x\udcff"), "error: --prompt is not valid Unicode"),
+    (("--negative-prompt", "x\udcff"), "error: --negative-prompt is not valid Unicode"),
 ])
 def test_cli_user_errors_exit_2_before_loading(tiny_ckpt, tmp_path, capsys, monkeypatch, extra, message):
     if "cuda:7" in extra and torch.cuda.device_count() > 7:
@@ -373,6 +394,23 @@ def test_cli_user_errors_exit_2_before_loading(tiny_ckpt, tmp_path, capsys, monk
     code, err = run_main(capsys, *GEN, "--model", tiny_ckpt, "--output", tmp_path / "out", *extra)
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: ") and message in err
     assert "Traceback" not in err
+
+
+def test_cli_messages_name_the_option_not_the_library_argument():
+    parser = cli.build_parser()
+    generate = parser._subparsers._group_actions[0].choices["generate"]
+    describe = parser._subparsers._group_actions[0].choices["describe"]
+    exc = PayloadError("max_new_tokens 600 + the prompt's 739 tokens exceed the context; use max_new_tokens <= 285 "
+                       "or a shorter question.", input="max_new_tokens")
+    assert cli.cli_message(exc, describe) == ("--max-new-tokens 600 + the prompt's 739 tokens exceed the context; use "
+                                              "--max-new-tokens <= 285 or a shorter question.")
+    # a plain word is the option only where it leads; in prose it stays a word
+    exc = PayloadError("prompt too long: the prompt holds 5000 tokens", input="prompt")
+    assert cli.cli_message(exc, generate) == "--prompt too long: the prompt holds 5000 tokens"
+    # names that are no option of the command, or no name at all: unchanged
+    assert cli.cli_message(PayloadError("init_tokens bad", input="init_tokens"), generate) == "init_tokens bad"
+    assert cli.cli_message(SettingError("cfg bad", input="cfg"), describe) == "cfg bad"
+    assert cli.cli_message(OutputError("--output x is a file", input="output"), generate) == "--output x is a file"
 
 
 def test_cli_output_that_is_a_file(tiny_ckpt, tmp_path, capsys):
@@ -434,6 +472,149 @@ def test_cli_checkpoint_errors_are_messages(tmp_path, capsys):
     assert code == 2 and "must hold a JSON object" in err and "Traceback" not in err
 
 
+# ---- a refused run leaves nothing behind -------------------------------------------------------------------
+
+def _tokens_file(path: Path, tokens: torch.Tensor) -> Path:
+    save_file({"tokens": tokens}, str(path))
+    return path
+
+
+def _typo(tmp_path, tiny_ckpt, make_checkpoint):
+    return ("--model", tmp_path / "no-such-model")
+
+
+def _bad_config(tmp_path, tiny_ckpt, make_checkpoint):
+    d = Path(shutil.copytree(tiny_ckpt, tmp_path / "ckpt"))
+    (d / "config.json").write_text("[]")
+    return ("--model", d)
+
+
+def _truncated_weights(tmp_path, tiny_ckpt, make_checkpoint):
+    d = Path(shutil.copytree(tiny_ckpt, tmp_path / "ckpt"))
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) // 2])
+    return ("--model", d)
+
+
+def _no_tokenizer(tmp_path, tiny_ckpt, make_checkpoint):
+    d = Path(shutil.copytree(tiny_ckpt, tmp_path / "ckpt"))
+    (d / "tokenizer.json").unlink()
+    return ("--model", d)
+
+
+def _hostile_pickle(tmp_path, tiny_ckpt, make_checkpoint):
+    d = Path(shutil.copytree(make_checkpoint("original", "bin", 1), tmp_path / "bin"))
+    torch.save({"w": torch.zeros(1), "x": errors.JanusError("not a tensor")}, d / "pytorch_model.bin")
+    return ("--model", d)
+
+
+def _unknown_device(tmp_path, tiny_ckpt, make_checkpoint):
+    return ("--model", tiny_ckpt, "--device", "foo")
+
+
+def _offline_repo(tmp_path, tiny_ckpt, make_checkpoint):  # HF_HUB_OFFLINE=1 (tests/conftest.py)
+    return ("--model", "deepseek-ai/Janus-Pro-1B", "--models-dir", tmp_path / "models")
+
+
+def _long_prompt(tmp_path, tiny_ckpt, make_checkpoint):
+    return ("--model", tiny_ckpt, "--prompt", "a red chair " * 10_000)
+
+
+REFUSED_GENERATE = [(_typo, "neither a checkpoint folder"), (_bad_config, "must hold a JSON object"),
+                    (_truncated_weights, "truncated"), (_no_tokenizer, "tokenizer.json"),
+                    (_hostile_pickle, "holds code or objects other than tensors"), (_unknown_device, "not a device"),
+                    (_offline_repo, "is not on this machine"), (_long_prompt, "too long")]
+
+
+@pytest.mark.parametrize("make,message", REFUSED_GENERATE, ids=[f.__name__[1:] for f, _ in REFUSED_GENERATE])
+def test_a_refused_generate_leaves_no_output_folder(tiny_ckpt, make_checkpoint, tmp_path, capsys, make, message):
+    out = tmp_path / "new" / "out"  # neither the folder nor its parent exists
+    code, err = run_main(capsys, *GEN, *make(tmp_path, tiny_ckpt, make_checkpoint), "--output", out)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "new").exists()
+    assert not (tmp_path / "models").exists()  # nor the --models-dir an offline repo id would download into
+
+
+@pytest.mark.parametrize("tokens,message", [(torch.full((1, 24, 24), 20000), "outside the codebook"),
+                                            (torch.zeros((0, 24, 24), dtype=torch.long), "empty (batch of 0)")],
+                         ids=["outside-codebook", "empty-batch"])
+def test_a_refused_decode_leaves_no_output_folder(tiny_ckpt, tmp_path, capsys, tokens, message):
+    file = _tokens_file(tmp_path / "t.safetensors", tokens)
+    out = tmp_path / "new" / "out"
+    code, err = run_main(capsys, "decode", "--model", tiny_ckpt, "--device", "cpu", "--tokens", file, "--output", out)
+    assert code == 2 and message in err and not (tmp_path / "new").exists()
+
+
+def test_a_refused_encode_leaves_no_output_folder(tmp_path, capsys):
+    img = tmp_path / "in.png"
+    Image.new("RGB", (20, 20)).save(img)
+    out = tmp_path / "new" / "t.safetensors"
+    code, err = run_main(capsys, "encode", "--model", tmp_path / "no-such-model", "--image", img, "--output", out)
+    assert code == 2 and "neither a checkpoint folder" in err and not (tmp_path / "new").exists()
+
+
+def test_a_refused_run_never_removes_an_existing_folder(tmp_path, capsys):
+    empty, kept = tmp_path / "empty", tmp_path / "kept"
+    empty.mkdir()
+    kept.mkdir()
+    (kept / "mine.txt").write_text("x")
+    for out in (empty, kept, empty / "sub"):
+        code, _ = run_main(capsys, *GEN, "--model", tmp_path / "no-such-model", "--output", out)
+        assert code == 2
+    assert empty.is_dir() and list(empty.iterdir()) == [] and snapshot(kept) == {"mine.txt": hashlib.sha256(b"x").hexdigest()}
+
+
+def test_the_folder_is_made_at_the_first_write_and_removed_when_that_write_fails(tiny_ckpt, tmp_path, capsys,
+                                                                                 monkeypatch):
+    file = _tokens_file(tmp_path / "t.safetensors", torch.zeros((1, 24, 24), dtype=torch.long))
+    out = tmp_path / "a" / "b"
+    real_save = Image.Image.save
+
+    def full(self, fp, *a, **k):
+        assert Path(fp).parent == out  # the folder exists once the first PNG is written ...
+        raise OSError(errno.ENOSPC, "No space left on device")  # (a patched full disk: the real one is below)
+    monkeypatch.setattr(Image.Image, "save", full)
+    code, err = run_main(capsys, "decode", "--model", tiny_ckpt, "--device", "cpu", "--tokens", file, "--output", out)
+    assert code == 2 and "the disk is full" in err
+    assert not (tmp_path / "a").exists()  # ... and a failed write takes it away again, parents included
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    code, _ = run_main(capsys, "decode", "--model", tiny_ckpt, "--device", "cpu", "--tokens", file, "--output", out)
+    assert code == 0 and sorted(p.name for p in out.iterdir()) == ["00000.png"]
+
+
+def test_a_failed_convert_removes_what_it_wrote(make_checkpoint, tmp_path, capsys, monkeypatch):
+    import safetensors.torch
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    dst, existing = tmp_path / "new" / "converted", tmp_path / "existing"
+    existing.mkdir()
+    for out in (dst, existing):
+        code, err = run_main(capsys, "convert", "--model", make_checkpoint("original", "bin", 2), "--output", out)
+        assert code == 2 and "the disk is full" in err
+    assert not (tmp_path / "new").exists()  # the copied config / tokenizer files went with the folder
+    assert existing.is_dir() and list(existing.iterdir()) == []  # an existing folder stays, emptied of our files
+
+
+def test_save_tokens_leaves_no_folder_when_the_write_fails(tiny_fs, tmp_path, monkeypatch):
+    from janus_core.payloads import JanusTokens
+    from janus_core.tokens_io import save_tokens
+
+    tokens = JanusTokens(tokens=torch.randint(0, 16384, (16, 24, 24)))  # ~74 KB: more than the 64 KiB tmpfs
+    if tiny_fs is not None:  # a real ENOSPC
+        root = tiny_fs
+    else:  # no mount allowed here: a write that fails the same way
+        import janus_core.tokens_io as tokens_io
+
+        root = tmp_path
+        monkeypatch.setattr(tokens_io, "write_bytes",
+                            lambda *a, **k: (_ for _ in ()).throw(OutputError("cannot write: the disk is full")))
+    with pytest.raises(OutputError, match="the disk is full"):
+        save_tokens(tokens, root / "a" / "b" / "t.safetensors")
+    assert not (root / "a").exists()
+
+
 # ---- faults: full and read-only file systems, crashes mid-write --------------------------------------------
 
 def _mount_tmpfs(path: Path, options: str) -> bool:
@@ -478,7 +659,7 @@ def test_full_disk_is_found_before_the_run(tiny_fs, tiny_ckpt, capsys, monkeypat
 
     monkeypatch.setattr(loader, "load", lambda *a, **k: pytest.fail("the model was loaded"))
     code, err = run_main(capsys, *GEN, "--model", tiny_ckpt, "--output", tiny_fs / "out", "--batch-size", 4)
-    assert code == 2 and "MB free, about" in err and list((tiny_fs / "out").iterdir()) == []
+    assert code == 2 and "MB free, about" in err and not (tiny_fs / "out").exists()
 
 
 def test_read_only_output_is_found_before_the_run(tmp_path, tiny_ckpt, capsys, monkeypatch):
@@ -528,7 +709,7 @@ def test_ctrl_c_during_sampling_exits_130_and_writes_nothing(tiny_ckpt, tmp_path
     assert proc.returncode == 130, seen + rest
     assert "interrupted: nothing was written" in rest and "Traceback" not in rest
     assert rest.lstrip("\n").count("\n") <= 1 or rest.strip().splitlines()[-1].startswith("interrupted")
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # the folder is made with the first file, and none was written
 
 
 def test_cancel_then_rerun_gives_a_fresh_runs_tokens(lm, cond):

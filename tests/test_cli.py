@@ -82,7 +82,9 @@ def test_convert_bin_to_safetensors(make_checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("model,message", [("/nonexistent/folder", "neither a checkpoint folder nor a known repo id"),
-                                           ("deepseek-ai/Janus-Pro-1B", "Could not download deepseek-ai/Janus-Pro-1B")])
+                                           ("deepseek-ai/Janus-Pro-1B", "deepseek-ai/Janus-Pro-1B is not on this "
+                                                                        "machine and the Hugging Face hub cannot be "
+                                                                        "reached")])
 def test_bad_model_argument(tmp_path, model, message):
     proc = run_cli("generate", "--model", model, "--models-dir", tmp_path, "--prompt", "x", "--output", tmp_path / "o",
                    ok=False)
@@ -112,6 +114,56 @@ def test_describe_user_errors_exit_2(tiny_ckpt, tmp_path):
     img = tmp_path / "a.png"
     Image.new("RGB", (8, 8)).save(img)
     bad = run_cli("describe", "--model", tiny_ckpt, "--image", img, "--max-new-tokens", 0, "--device", "cpu", ok=False)
-    assert bad.returncode == 2 and "error: max_new_tokens must be in 1..1048576, got 0" in bad.stderr
+    assert bad.returncode == 2 and "error: --max-new-tokens must be in 1..1048576, got 0" in bad.stderr
     missing = run_cli("describe", "--model", tiny_ckpt, "--image", tmp_path / "nope.png", ok=False)
     assert missing.returncode == 2 and "error: --image" in missing.stderr and "nope.png" in missing.stderr
+
+
+def test_describe_default_answer_length_is_capped_and_said(tiny_ckpt, tmp_path):
+    """The default --max-new-tokens 512 does not fit after the tiny model's 717-position prompt + image: the answer
+    is capped at what fits (307 of 1024 positions), one note on stderr says so, and the run succeeds."""
+    img = tmp_path / "a.png"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(img)
+    ok = run_cli("describe", "--model", tiny_ckpt, "--image", img, "--question", "cat?", "--device", "cpu",
+                 "--threads", 1, "--json")
+    assert "note: answers capped at 307 tokens: the question and image take 717 of the model's 1024 context " \
+           "positions (--max-new-tokens was 512)." in ok.stderr
+    assert len(json.loads(ok.stdout)) == 1 and "note:" not in ok.stdout
+    full = run_cli("describe", "--model", tiny_ckpt, "--image", img, "--question", "word " * 120, "--device", "cpu",
+                   ok=False)
+    assert full.returncode == 2 and "error: --question and image take" in full.stderr and "no room" in full.stderr
+
+
+def test_help_shows_every_default_and_ends_with_an_example():
+    import argparse
+
+    from janus_core import cli
+
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) == {"generate", "decode", "encode", "describe", "convert"}
+    for name, sp in commands.items():
+        formatter = sp._get_formatter()
+        for action in sp._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            flag = action.option_strings[-1]
+            text = formatter._expand_help(action)  # the option's line as --help prints it
+            assert text and "\n" not in text, (name, flag)
+            if action.required:
+                assert text.endswith("(required)"), (name, flag, text)
+            else:
+                assert "default" in text, (name, flag, text)
+                if action.default not in (None, False, ""):
+                    assert f"(default: {action.default})" in text, (name, flag, text)
+            if "auto" in (action.choices or []) or action.default == "auto":
+                assert "auto =" in text, (name, flag, text)  # says what auto picks
+        lines = sp.format_help().rstrip().splitlines()
+        assert lines[-2] == "example:" and lines[-1].strip().startswith(f"python -m janus_core {name} --model "), name
+    assert "--vq-dtype" not in commands["describe"].format_help()  # describe never runs the VQ
+    shown = " ".join(run_cli("generate", "--help").stdout.split())  # end to end, as a user types it (unwrapped)
+    for line in ("(default: 0)", "(default: 1)", "(default: 5.0)", "(default: 1.0)", "(default: auto)"):
+        assert line in shown
+    assert "example: python -m janus_core generate --model" in shown
+    described = " ".join(run_cli("describe", "--help").stdout.split())
+    assert "(default: Describe this image in detail.)" in described and "(default: 512)" in described

@@ -220,6 +220,34 @@ def test_progress_per_token_and_cancel_frees_the_cache(loaded, understanding, mo
     assert answer_ids(lm, _pictures()[:1], "cat?", max_new_tokens=2, understanding=understanding)  # still usable
 
 
+def test_the_default_answer_length_is_capped_to_what_the_context_holds(loaded, understanding):
+    """max_new_tokens is a ceiling: 512 (the default) after a 717-position prompt + image would pass the tiny
+    model's 1024 positions, so the answers are capped at 307 tokens and the caller is told; the capped run is the
+    run with max_new_tokens=307."""
+    import warnings
+
+    from janus_core import JanusWarning
+    from janus_core.understand import understanding_prompt_ids
+
+    lm, _ = loaded
+    prompt_len = len(understanding_prompt_ids(lm, "cat?", understanding.model.cfg.num_positions))
+    room = lm.model.cfg.max_position_embeddings - prompt_len
+    assert prompt_len + 512 > lm.model.cfg.max_position_embeddings and room == 307
+    notes, totals = [], set()
+    ids = answer_ids(lm, _pictures()[:2], "cat?", understanding=understanding, temperature=1.0, seed=3,
+                     notice=notes.append, progress=lambda s, t, toks: totals.add(t))
+    assert notes == [f"answers capped at {room} tokens: the question and image take {prompt_len} of the model's "
+                     "1024 context positions (max_new_tokens was 512)."]
+    assert totals == {room} and max(len(r) for r in ids) <= room
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a ceiling that fits says nothing
+        assert answer_ids(lm, _pictures()[:2], "cat?", understanding=understanding, temperature=1.0, seed=3,
+                          max_new_tokens=room) == ids
+    with pytest.warns(JanusWarning, match=f"answers capped at {room} tokens"):  # no notice callback: a warning
+        assert answer_ids(lm, _pictures()[:2], "cat?", understanding=understanding, temperature=1.0, seed=3,
+                          max_new_tokens=5000) == ids
+
+
 # ---- input errors ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("change,match", [
@@ -237,7 +265,8 @@ def test_progress_per_token_and_cancel_frees_the_cache(loaded, understanding, mo
     (dict(question=["a", "b"]), "one per image"),
     (dict(max_new_tokens=0), r"max_new_tokens must be in 1\.\.1048576, got 0"),
     (dict(max_new_tokens=2.5), "max_new_tokens must be a whole number"),
-    (dict(max_new_tokens=100_000), "exceed the model's context of 1024; use max_new_tokens <= "),
+    (dict(question="word " * 120, max_new_tokens=1), r"question and image take \d+ of the model's 1024 context "
+                                                    "positions, which leaves no room for an answer; use a shorter"),
     (dict(temperature=math.nan), "temperature must be a finite number"),
     (dict(temperature=-0.5), r"temperature must be in \[0, 100\]"),
     (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),

@@ -19,20 +19,49 @@ except DownloadError as exc:
 """
 
 
-def _resolve(hf_home: Path, *args) -> dict:
-    env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
+def _resolve(hf_home: Path, *args, env_extra=None, full=False):
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", **(env_extra or {})}
     env.pop("HF_HUB_CACHE", None)
     out = subprocess.run([sys.executable, "-c", SCRIPT, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return (result, out.stderr) if full else result
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (the hub 'cannot be reached' without any traffic leaving the machine)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_offline_without_cache_says_what_to_put_where(tmp_path):
     r = _resolve(tmp_path / "hf", "deepseek-ai/Janus-Pro-7B", str(tmp_path / "models"))
     msg = r["error"]
-    assert "Could not download deepseek-ai/Janus-Pro-7B" in msg
-    assert str(tmp_path / "models" / "Janus-Pro-7B") in msg
+    assert msg.startswith("deepseek-ai/Janus-Pro-7B is not on this machine and the Hugging Face hub cannot be "
+                          "reached (HF_HUB_OFFLINE is set)")
+    assert f"put them in {tmp_path / 'models' / 'Janus-Pro-7B'}" in msg
     assert "config.json, tokenizer.json" in msg and "pytorch_model-*.bin" in msg
+    assert "LocalEntryNotFoundError" not in msg and "snapshot" not in msg  # the project's words, not the hub's
+    assert not (tmp_path / "models").exists()
+
+
+def test_unreachable_hub_is_reported_at_once_without_retries(tmp_path):
+    """Not offline by setting, but no connection: one quick look-up, no ~30 s of huggingface_hub's retries."""
+    import time
+
+    t0 = time.monotonic()
+    r, stderr = _resolve(tmp_path / "hf", "deepseek-ai/Janus-Pro-1B", str(tmp_path / "models"), full=True,
+                         env_extra={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"})
+    took = time.monotonic() - t0
+    assert "is not on this machine and the Hugging Face hub cannot be reached (no connection" in r["error"]
+    assert "Retrying in" not in stderr and took < 20, (took, stderr)
+    assert not (tmp_path / "models").exists()  # the failed download left no folder behind
+    r = _resolve(tmp_path / "hf", "deepseek-ai/Janus-Pro-1B", env_extra={
+        "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"})
+    assert "put them in a folder of your choice (then pass that folder as the model)" in r["error"]
 
 
 def test_cached_snapshot_is_used_offline(tiny_ckpt, tmp_path):

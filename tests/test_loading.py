@@ -139,7 +139,7 @@ def test_truncated_pickle(make_checkpoint, tmp_path):
     d = _copy(make_checkpoint("transformers", "bin", 1), tmp_path / "c")
     f = d / "pytorch_model.bin"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="pytorch_model.bin: cannot read this pickle"):
+    with pytest.raises(CheckpointError, match="pytorch_model.bin: damaged or truncated .*download it again"):
         load_generator(d, device="cpu")
 
 
@@ -152,7 +152,7 @@ def test_pickle_with_objects_is_refused(make_checkpoint, tmp_path):
     sd = torch.load(d / "pytorch_model.bin", weights_only=True)
     sd["evil"] = NotATensor()
     torch.save(sd, d / "pytorch_model.bin")
-    with pytest.raises(CheckpointError, match="refused to load: it holds objects other than plain tensors"):
+    with pytest.raises(CheckpointError, match="refused: this pickle holds code or objects other than tensors .*NotATensor"):
         load_generator(d, device="cpu")
 
 

@@ -170,6 +170,11 @@ test("describe answers show on the node (canvas fallback), one block per image, 
   assert.deepEqual(ctx.calls.filter((c) => c[0] === "fillText").map((c) => c[1]), ["a red <b>chair</b>"]);
   node.onExecuted({ text: ["one", "two"] });
   assert.equal(node.__janusAnswer, "[image 1]\none\n\n[image 2]\ntwo");
+  node.onExecuted({ text: ["short"], janus_notes: ["answers capped at 285 tokens: the question and image take 739 "
+    + "of the model's 1024 context positions (max_new_tokens was 512)."] });
+  assert.equal(node.__janusAnswer, "short\n\nnote: answers capped at 285 tokens: the question and image take 739 of "
+    + "the model's 1024 context positions (max_new_tokens was 512).");
   node.onExecuted({ janus_grid: [] }); // another output shape: ignored
   assert.equal(mod.answerText(null), "");
+  assert.equal(mod.answerText(["a"], [null, " ", 3]), "a");
 });

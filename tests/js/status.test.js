@@ -111,3 +111,12 @@ test("StatusBoard keys by node and clears", () => {
   assert.deepEqual(b.clearAll().sort(), ["2", "8"]);
   assert.deepEqual(b.clearAll(), []);
 });
+
+test("a note (Janus Describe Image: a capped answer) follows the numbers; blank or non-string notes are left out", () => {
+  const note = "answers capped at 285 tokens: the question and image take 739 of the model's 1024 context positions";
+  assert.equal(samplerStatusText(running({ step: 12, total: 285, batch: 1, tokens_per_s: 8.1, eta_s: 34, note })),
+    `token 12 / 285 \u00b7 8.1 tok/s \u00b7 ETA 34 s \u00b7 batch 1 \u00b7 ${note}`);
+  assert.equal(samplerStatusText(running({ note: "  " })), samplerStatusText(running()));
+  assert.equal(samplerStatusText(running({ note: 5 })), samplerStatusText(running()));
+  assert.equal(samplerStatus(running({ state: "success", note })), null); // terminal: cleared all the same
+});

@@ -36,9 +36,10 @@ GRAPHS = {
             (2, "JanusARPrompt", [PROMPT, ""], (440, 60)),
             (3, "LoadImage", ["example.png", "image"], (40, 380)),
             (4, "JanusAREncode", [], (440, 380)),
-            (5, "SolidMask", [0.0, 384, 384], (40, 560), "keep (black)"),
-            (6, "SolidMask", [1.0, 192, 384], (40, 740), "regenerate (white)"),
-            (7, "MaskComposite", [192, 0, "add"], (440, 620), "right half = regenerate"),
+            # the masks sit right of Load Image, whose image preview fills the column below it in the editor
+            (5, "SolidMask", [0.0, 384, 384], (440, 540), "keep (black)"),
+            (6, "SolidMask", [1.0, 192, 384], (440, 740), "regenerate (white)"),
+            (7, "MaskComposite", [192, 0, "add"], (840, 480), "right half = regenerate"),
             (8, "JanusARSampler", [7, "fixed", 1, 5.0, 1.0, 0, 1.0], (840, 60)),
             (9, "JanusARDecode", [], (1240, 60)),
             (10, "SaveImage", ["janus/masked_regeneration"], (1640, 60)),

@@ -62,7 +62,7 @@ def test_cancel_and_out_of_memory(editor, tiny_models, monkeypatch):
     (dict(question="  "), "question", "is empty"),
     (dict(image=torch.full((1, 8, 8, 3), float("nan"))), "image", "NaN"),
     (dict(image=torch.rand(1, 8, 8, 2)), "image", "has shape"),
-    (dict(max_new_tokens=5000), "max_new_tokens", "exceed the model's context"),
+    (dict(question="word " * 120), "question", "leaves no room for an answer"),
     (dict(top_p=0.0), "top_p", "top_p must be in"),
 ])
 def test_errors_name_node_and_input(editor, tiny_models, change, name, match):
@@ -71,3 +71,25 @@ def test_errors_name_node_and_input(editor, tiny_models, change, name, match):
     args.update(change)
     with pytest.raises(editor.pack.janus_core.PayloadError, match=rf"Janus Describe Image, input '{name}': .*{match}"):
         _run(editor.nodes, lm, **args)
+
+
+def test_status_line_like_the_samplers_and_a_capped_answer_is_said(editor, tiny_models):
+    """The web status message per token (tokens, tok/s, ETA, images), then one terminal state; a max_new_tokens past
+    the context is capped, the status carries the note and the node's ui shows it under the answers."""
+    lm, _ = tiny_models
+    rec = editor.rec
+    rec.messages.clear()
+    out = _run(editor.nodes, lm, torch.rand(2, 16, 16, 3), question="cat?", max_new_tokens=5000)
+    status = [m for e, m in rec.messages if e == "janus.sampler.status"]
+    running = [m for m in status if m["state"] == "running"]
+    assert running and status[-1]["state"] == "success" and [m["state"] for m in status].count("success") == 1
+    assert all(m["node"] == "7" and m["batch"] == 2 and m["total"] == 307 for m in running)
+    steps = [m["step"] for m in running]
+    assert steps == sorted(steps) and 1 <= steps[0] and steps[-1] <= 307
+    note = "answers capped at 307 tokens: the question and image take 717 of the model's 1024 context positions"
+    assert all(m["note"].startswith(note) for m in running)
+    assert len(out["ui"]["text"]) == 2 and out["ui"]["janus_notes"][0].startswith(note)
+    rec.messages.clear()
+    quiet = _run(editor.nodes, lm, torch.rand(1, 16, 16, 3), max_new_tokens=3)
+    assert "janus_notes" not in quiet["ui"]
+    assert all("note" not in m for e, m in rec.messages if e == "janus.sampler.status")

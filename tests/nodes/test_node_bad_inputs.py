@@ -129,3 +129,17 @@ def test_describe_node_names_the_input_for_images_that_cannot_fit(editor, tiny_m
     image = torch.rand(2, 16, 16, 3)
     with pytest.raises(editor.pack.janus_core.JanusError, match="Janus Describe Image, input 'image': describing needs"):
         editor.nodes.JanusARDescribe().describe(tiny_models[0], image, "What is it?", 0, 0.0, 1.0, 4)
+
+
+def test_a_failed_save_tokens_leaves_no_new_subfolder(editor, monkeypatch):
+    core, nodes = editor.pack.janus_core, editor.nodes
+    toks = core.JanusTokens(tokens=torch.zeros(1, 24, 24, dtype=torch.long), seeds=[1])
+
+    def full(tokens, path):
+        assert os.path.isdir(os.path.dirname(path))  # the subfolder is made for the write ...
+        raise core.errors.OutputError(f"cannot write {path}: the disk is full (nothing was left behind).")
+    monkeypatch.setattr(nodes.tokens, "save_tokens_file", full)
+    with pytest.raises(core.JanusError, match="Save Janus Tokens, input 'filename_prefix': .*the disk is full"):
+        nodes.JanusARSaveTokens().save(toks, "new/deeper/tokens")
+    assert not (editor.base / "output" / "new").exists()  # ... and removed when it fails
+    assert (editor.base / "output").is_dir()  # the editor's own folder stays

@@ -4,13 +4,15 @@ through the in-test executor of the API prompt format (UI -> API conversion incl
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from .executor import LoadImage, check_workflow, execute, ui_to_api
+from .executor import LoadImage, check_workflow, execute, is_widget, ordered_inputs, ui_to_api
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
 NAMES = sorted(p.stem for p in EXAMPLES.glob("*.json"))
@@ -61,6 +63,70 @@ def test_example_loads_against_current_definitions(workflow_env, node_defs, name
     seeded = next(n for n in ui["nodes"] if n["type"] in ("JanusARSampler", "JanusARDescribe"))
     control = seeded["widgets_values"][1 if seeded["type"] == "JanusARSampler" else 2]  # saved after the seed
     assert control in ("randomize", "fixed", "increment", "decrement")
+
+
+TITLE_H = 30  # the editor draws a node's title bar above its `pos`
+PREVIEW_NODES = {"LoadImage", "SaveImage", "PreviewImage"}  # they grow by an image preview as wide as the node
+
+
+def _footprint(node) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) a node covers in the editor: title bar, body, and the image preview below the widgets."""
+    (x, y), (w, h) = node["pos"], node["size"]
+    if node["type"] in PREVIEW_NODES:
+        h += w  # a square picture scaled to the node's width
+    return x, y - TITLE_H, x + w, y + h
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_two_nodes_of_an_example_overlap(name):
+    nodes = _load(name)["nodes"]
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            ax0, ay0, ax1, ay1 = _footprint(a)
+            bx0, by0, bx1, by1 = _footprint(b)
+            overlap = ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1
+            assert not overlap, f"{name}: {a.get('title', a['type'])} overlaps {b.get('title', b['type'])}"
+
+
+def _object_info(node_defs) -> dict:
+    """What the editor's /object_info says of each node's inputs (the part the check script reads)."""
+    return {cls_name: {"input": {sec: {n: list(spec) for n, spec in cls.INPUT_TYPES().get(sec, {}).items()}
+                                 for sec in ("required", "optional")}}
+            for cls_name, cls in node_defs.items()}
+
+
+def _as_an_editor_sends(ui, node_defs) -> dict:
+    """app.graphToPrompt(): every widget with its value, so optional widgets a workflow lacks with their default."""
+    prompt = ui_to_api(ui, node_defs)
+    for node in prompt.values():
+        for name, spec, required in ordered_inputs(node_defs[node["class_type"]]):
+            if not required and is_widget(spec) and name not in node["inputs"]:
+                opts = spec[1] if len(spec) > 1 else {}
+                node["inputs"][name] = opts.get("default", spec[0][0] if isinstance(spec[0], (list, tuple)) else None)
+    return prompt
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="the editor-side check script is JavaScript: needs node")
+def test_the_editor_check_script_accepts_what_an_editor_sends_for_every_example(node_defs, tmp_path):
+    """tests/nodes/check_workflows_in_editor.mjs compares through workflow_diff.mjs; fed what an editor sends
+    (the loader's optional quantize filled in as "none") it finds no difference for any example, while the old
+    strict comparison (no /object_info) reports the issue's `1.quantize extra`."""
+    cases = {name: {"expected": json.loads((EXAMPLES / "api" / f"{name}.json").read_text()),
+                    "got": _as_an_editor_sends(_load(name), node_defs)} for name in NAMES}
+    assert cases["text_to_image"]["got"]["1"]["inputs"]["quantize"] == "none"
+    data = tmp_path / "cases.json"
+    data.write_text(json.dumps({"cases": cases, "info": _object_info(node_defs)}))
+    module = (Path(__file__).parent / "workflow_diff.mjs").as_uri()
+    script = (f"import {{ diffPrompt }} from {json.dumps(module)}; import fs from 'node:fs';"
+              f"const d = JSON.parse(fs.readFileSync({json.dumps(str(data))}, 'utf8')); const out = {{}};"
+              "for (const [n, c] of Object.entries(d.cases)) out[n] = [diffPrompt(c.expected, c.got, d.info),"
+              " diffPrompt(c.expected, c.got)]; console.log(JSON.stringify(out));")
+    proc = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert sorted(out) == NAMES and "describe_image" in out
+    assert {name: found for name, (found, _) in out.items()} == {name: [] for name in NAMES}
+    assert all("1.quantize extra" in strict for _, strict in out.values())
 
 
 def test_broken_workflows_are_reported(node_defs):

@@ -1,6 +1,7 @@
 // Editor-side extension of the Janus node pack:
 //   - socket colours of JANUS_LM / JANUS_VQ / JANUS_COND / JANUS_TOKENS
-//   - a live status line under Janus Token Sampler nodes ("token 312 / 576 · 41 tok/s · ETA 6 s · batch 4")
+//   - a live status line under Janus Token Sampler and Describe Image nodes ("token 312 / 576 · 41 tok/s · ETA 6 s ·
+//     batch 4")
 //   - a download bar under Janus Model Loader nodes while a checkpoint is fetched
 //   - a token inspector (24×24 grid, hover, colour toggle, batch selector) on Janus Token Map / Tokens Info
 //   - the answers of Janus Describe Image, shown on the node after a run (read-only text box)
@@ -483,12 +484,14 @@ function onExecuted(event) {
 
 // ------------------------------------------------------------------------------------------ answers
 
-/** The text a describe node shows: one answer, or each answer under "image i" when the batch had several. */
-export function answerText(texts) {
+/** The text a describe node shows: one answer, or each answer under "image i" when the batch had several; then
+ * the run's notes (e.g. "answers capped at 285 tokens: ..."), each on a line starting "note:". */
+export function answerText(texts, notes) {
   if (!Array.isArray(texts)) return "";
   const parts = texts.map((t) => String(t ?? ""));
-  if (parts.length <= 1) return parts[0] ?? "";
-  return parts.map((t, i) => `[image ${i + 1}]\n${t}`).join("\n\n");
+  const body = parts.length <= 1 ? parts[0] ?? "" : parts.map((t, i) => `[image ${i + 1}]\n${t}`).join("\n\n");
+  const extra = Array.isArray(notes) ? notes.filter((n) => typeof n === "string" && n.trim()) : [];
+  return extra.length ? `${body}\n\n${extra.map((n) => `note: ${n.trim()}`).join("\n")}` : body;
 }
 
 /** A read-only box under the widgets holding the last answers (value only: nothing is parsed as HTML). */
@@ -524,7 +527,7 @@ function setupAnswerView(node) {
     const r = executed?.apply(this, [output, ...rest]);
     safe(() => {
       if (!Array.isArray(output?.text)) return;
-      drawn = answerText(output.text);
+      drawn = answerText(output.text, output.janus_notes);
       if (box) box.value = drawn;
       node.__janusAnswer = drawn;
       this.setDirtyCanvas?.(true, true);

@@ -1,8 +1,9 @@
 // Pure logic for the live messages of the Janus nodes: event payload -> text shown on the node.
 // No editor imports here, so `node --test tests/js/` can load it. The payloads are the contract of
 // nodes/events.py:
-//   "janus.sampler.status"    {node, step, total, batch, tokens_per_s, eta_s, state}
-//                              state "running", then exactly one of "success" / "cancelled" / "error"
+//   "janus.sampler.status"    {node, step, total, batch, tokens_per_s, eta_s, state, note?}
+//                              state "running", then exactly one of "success" / "cancelled" / "error";
+//                              sent by Janus Token Sampler and Janus Describe Image (note: e.g. a capped answer)
 //   "janus.download.progress" {node, file, done, total}
 
 export const SAMPLER_EVENT = "janus.sampler.status";
@@ -89,6 +90,7 @@ export function samplerStatus(payload) {
   const eta = formatDuration(payload.eta_s);
   if (eta !== null) parts.push(`ETA ${eta}`);
   if (isNum(batch) && batch >= 1) parts.push(`batch ${Math.round(batch)}`);
+  if (typeof payload.note === "string" && payload.note.trim()) parts.push(payload.note.trim());
   return { text: parts.join(SEP), fraction };
 }
 
