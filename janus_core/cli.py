@@ -57,10 +57,21 @@ def _load(args, with_encoder=False, need_lm=True):
     folder = resolve_model(args.model, args.models_dir)
     print(f"loading {folder}", file=sys.stderr)
     if need_lm:
+        _say_auto_dtype(args)
         return load(folder, dtype=args.dtype, device=args.device, vq_dtype=args.vq_dtype, with_encoder=with_encoder,
                     prompt_format=args.prompt_format, progress=TerminalProgress("load"), quantize=args.quantize)
     return None, load_vq(folder, dtype=args.vq_dtype, device=args.device, with_encoder=with_encoder,
                          progress=TerminalProgress("load"))
+
+
+def _say_auto_dtype(args) -> None:
+    """One stderr line saying what --dtype auto chose here and why."""
+    if args.dtype not in (None, "", "auto"):
+        return
+    from .loader import auto_dtype_reason, resolve_device
+
+    dtype, why = auto_dtype_reason(resolve_device(args.device))
+    print(f"dtype auto -> {str(dtype).replace('torch.', '')} ({why})", file=sys.stderr)
 
 
 def _save_pngs(images, out, first: int, texts: list[dict]) -> list[Path]:
@@ -109,7 +120,8 @@ def cmd_generate(args) -> int:
     with _image_output(args.output, batch, batch * TOKENS_BYTES if args.save_tokens else 0) as out:
         lm, vq = _load(args)
         cond = prepare_cond(lm, args.prompt, args.negative_prompt or "")
-        tokens = sample_tokens(lm, cond, **settings, progress=TerminalProgress("tokens"), progress_every=8)
+        tokens = sample_tokens(lm, cond, **settings, progress=TerminalProgress("tokens"), progress_every=8,
+                               threads=args.threads)
         images = decode_tokens(vq, tokens, progress=TerminalProgress("decode"))
         texts = [{"prompt": args.prompt, "negative_prompt": args.negative_prompt or "", "seed": str(seed),
                   "settings": tokens.settings, "model": tokens.model, "software": f"janus_core {__version__}"}
@@ -179,13 +191,14 @@ def cmd_describe(args) -> int:
     text("question", args.question, allow_empty=False, empty_hint="give --question some text")
     folder = resolve_model(args.model, args.models_dir)
     print(f"loading {folder}", file=sys.stderr)
+    _say_auto_dtype(args)
     with open_checkpoint(folder) as ckpt:  # one pass over the files: generation model + understanding parts
         lm = build_generator(ckpt, args.dtype, args.device, args.prompt_format, progress=TerminalProgress("load"),
                              quantize=args.quantize)
         und = build_understanding(ckpt, lm.dtype, lm.device, quantize=lm.quantize)
     answers = describe(lm, pictures, args.question, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
                        max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt,
-                       progress=TerminalProgress("tokens"), understanding=und, notice=_note)
+                       progress=TerminalProgress("tokens"), understanding=und, notice=_note, threads=args.threads)
     if args.json:
         print(json.dumps([{"image": f, "answer": a} for f, a in zip(args.image, answers)], ensure_ascii=False, indent=1))
     elif len(answers) == 1:
@@ -289,11 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "decoder/encoder: auto = bfloat16 on a CUDA GPU that has it, else float32 (half-precision "
                             "convolutions are slow on the CPU)")
         sp.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads for torch (default: torch's choice, one per core, the fastest here)")
+                        help="CPU threads for torch; without it, loading uses torch's choice (one per core) and the "
+                             "token loop picks all cores, half or one from its own step times, so a busy machine "
+                             "is not slowed down (the thread count does not change the result)")
         if lm:
             sp.add_argument("--dtype", default="auto", choices=DTYPES, help="precision of the language model: auto = "
-                            "bfloat16 on a CUDA GPU that has it, float16 on MPS, else float32; lower precision halves "
-                            "the memory")
+                            "bfloat16 on a CUDA GPU that has it, float16 on MPS, bfloat16 on a CPU with native "
+                            "bfloat16 (AVX512-BF16 / AMX, about twice as fast there), else float32 (the reference-exact "
+                            "choice); the choice is printed")
             sp.add_argument("--prompt-format", default="auto", choices=["auto", "pro", "janus"],
                             help="the chat roles of the prompt: pro = Janus-Pro's <|User|> / <|Assistant|>, janus = "
                                  "Janus-1.3B's User / Assistant; auto = read from the checkpoint's name and tokenizer")

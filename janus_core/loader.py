@@ -86,16 +86,45 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
                       f"{have}.", input="device")
 
 
+def cpu_bf16_instructions() -> str | None:
+    """The native bfloat16 dot-product instructions of this CPU ("AMX-BF16", "AVX512-BF16"), or None."""
+    cpu = getattr(torch, "cpu", None)
+    if cpu is not None and getattr(cpu, "_is_amx_tile_supported", lambda: False)():
+        return "AMX-BF16"
+    if cpu is not None and getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return "AVX512-BF16"
+    return None
+
+
+def auto_dtype_reason(device: torch.device) -> tuple[torch.dtype, str]:
+    """What dtype="auto" means on `device`, and why (the CLI prints it, the loader node's tooltip says it).
+
+    On the CPU: bfloat16 where the CPU multiplies it natively (AVX512-BF16 or AMX-BF16): a decode step streams
+    half the bytes and runs about 1.7-2x faster than float32 (an AMD EPYC with AVX512-BF16, and an Intel Xeon
+    with AMX, benchmarks/README.md); without those instructions bfloat16 is converted in software and is ~1.5x
+    slower than float32 (an AVX2 EPYC), so float32. float32 stays the reference-exact choice anywhere."""
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "this GPU supports bfloat16"
+        return torch.float32, "this GPU has no bfloat16"
+    if device.type == "mps":
+        return torch.float16, "MPS runs float16 natively"
+    native = cpu_bf16_instructions()
+    if native:
+        return torch.bfloat16, (f"this CPU has {native}, so bfloat16 products are about twice as fast as float32; "
+                                "use float32 for the reference-exact path")
+    return torch.float32, "this CPU has no native bfloat16 (AVX512-BF16 / AMX), where float32 is the faster"
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """auto: bf16 on CUDA with bf16 support, fp16 on MPS, fp32 otherwise."""
+    """auto: see `auto_dtype_reason` (bf16 on CUDA with bf16 support, fp16 on MPS, bf16 on CPUs with native bf16,
+    else fp32)."""
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
             raise SettingError(f"dtype must be float32, bfloat16 or float16; got {dtype}.", input="dtype")
         return dtype
     if dtype in (None, "", "auto"):
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float16 if device.type == "mps" else torch.float32
+        return auto_dtype_reason(device)[0]
     if dtype not in DTYPES:
         raise SettingError(f"dtype must be auto, float32, bfloat16 or float16; got {dtype!r}.", input="dtype")
     if DTYPES[dtype] == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -120,9 +120,11 @@ def offload_device(load_device: torch.device) -> torch.device:
 
 
 def auto_dtype(device: torch.device) -> torch.dtype:
-    """The editor's bf16/fp16 policy for `device` when it has one, else janus_core's."""
+    """On a GPU the editor's bf16/fp16 policy for `device` when it has one, else janus_core's. On the CPU always
+    janus_core's (bfloat16 where the CPU has native bf16 products, else float32): the editor's CPU policy is
+    made for its convolution-heavy models, not for a decode loop bound by streaming weights."""
     mm = model_management()
-    if mm is not None and hasattr(mm, "should_use_bf16") and hasattr(mm, "should_use_fp16"):
+    if device.type != "cpu" and mm is not None and hasattr(mm, "should_use_bf16") and hasattr(mm, "should_use_fp16"):
         try:
             if mm.should_use_bf16(device):
                 return torch.bfloat16

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from . import events, host, models
 
 
@@ -28,6 +30,13 @@ def download_tqdm(node_id):
     return JanusDownloadProgress
 
 
+def _cpu_auto() -> str:
+    from ..janus_core.loader import auto_dtype_reason
+
+    dtype, why = auto_dtype_reason(torch.device("cpu"))
+    return f"{str(dtype).replace('torch.', '')} ({why})"
+
+
 class JanusARLoader:
     CATEGORY = "Janus"
     DESCRIPTION = ("Loads a Janus / Janus-Pro checkpoint for text-to-image: the language model with its image head "
@@ -49,8 +58,10 @@ class JanusARLoader:
                                "or a known Hugging Face repo id, downloaded into models/Janus-Pro/ on first use."}),
                 "dtype": (models.DTYPE_CHOICES, {
                     "default": "auto",
-                    "tooltip": "Weight precision. auto follows the editor: bfloat16/float16 on GPUs that support "
-                               "them, float32 on the CPU. Lower precision halves memory."}),
+                    "tooltip": "Weight precision. auto: on GPUs the editor's choice (bfloat16/float16 where "
+                               "supported); on the CPU bfloat16 where the CPU has native bfloat16 (AVX512-BF16 / "
+                               "AMX: about twice as fast), else float32. float32 is the reference-exact choice. "
+                               f"On this machine's CPU auto means {_cpu_auto()}."}),
                 "device": (models.DEVICE_CHOICES, {
                     "default": "auto",
                     "tooltip": "Where the model runs. auto = the editor's device (its --cpu etc. flags apply)."}),

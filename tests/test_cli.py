@@ -29,7 +29,8 @@ def run_cli(*args, ok=True):
 def test_generate_decode_encode(tiny_ckpt, tmp_path):
     out = tmp_path / "gen"
     run_cli("generate", "--model", tiny_ckpt, "--prompt", "a red chair", "--seed", 3, "--batch-size", 2,
-            "--cfg", 4.5, "--top-k", 100, "--device", "cpu", "--threads", 1, "--output", out, "--save-tokens")
+            "--cfg", 4.5, "--top-k", 100, "--device", "cpu", "--threads", 1, "--output", out, "--save-tokens",
+            "--dtype", "float32")
     pngs = sorted(out.glob("*.png"))
     assert [p.name for p in pngs] == ["00000.png", "00001.png"]
     with Image.open(pngs[1]) as im:
@@ -55,11 +56,15 @@ def test_generate_decode_encode(tiny_ckpt, tmp_path):
 
 def test_generate_quantized(tiny_ckpt, tmp_path):
     out = tmp_path / "q"
-    run_cli("generate", "--model", tiny_ckpt, "--prompt", "a red chair", "--seed", 5, "--quantize", "int8",
-            "--device", "cpu", "--threads", 1, "--output", out, "--save-tokens")
+    proc = run_cli("generate", "--model", tiny_ckpt, "--prompt", "a red chair", "--seed", 5, "--quantize", "int8",
+                   "--device", "cpu", "--threads", 1, "--output", out, "--save-tokens")
+    from janus_core.loader import auto_dtype_reason
+
+    dtype, why = auto_dtype_reason(torch.device("cpu"))
+    assert f"dtype auto -> {str(dtype).replace('torch.', '')} ({why})" in proc.stderr  # what auto chose, and why
     tokens = load_tokens(out / "tokens.safetensors")
     assert tokens.settings["quantize"] == "int8"
-    lm, _ = load(tiny_ckpt, dtype="float32", device="cpu", quantize="int8")
+    lm, _ = load(tiny_ckpt, dtype=dtype, device="cpu", quantize="int8")
     assert torch.equal(tokens.tokens, sample_tokens(lm, prepare_cond(lm, "a red chair"), seed=5).tokens)
     bad = run_cli("generate", "--model", tiny_ckpt, "--prompt", "x", "--quantize", "int3", "--output", out, ok=False)
     assert bad.returncode == 2 and "invalid choice: 'int3'" in bad.stderr and "int8" in bad.stderr

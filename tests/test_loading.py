@@ -35,7 +35,22 @@ def test_dtype_cast_while_reading(make_checkpoint):
     vq = load_vq(make_checkpoint("original", "bin", 1, dtype=torch.bfloat16), dtype="auto", device="cpu")
     assert {p.dtype for p in vq.model.parameters()} == {torch.float32}  # VQ auto on CPU: fp32
     auto = load_generator(make_checkpoint(), dtype="auto", device="cpu")
-    assert auto.dtype == torch.float32
+    from janus_core.loader import cpu_bf16_instructions
+
+    assert auto.dtype == (torch.bfloat16 if cpu_bf16_instructions() else torch.float32)
+
+
+def test_auto_dtype_on_the_cpu_follows_its_bfloat16_instructions(monkeypatch):
+    from janus_core import loader
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(loader, "cpu_bf16_instructions", lambda: None)
+    assert loader.resolve_dtype("auto", cpu) == torch.float32
+    assert "no native bfloat16" in loader.auto_dtype_reason(cpu)[1]
+    monkeypatch.setattr(loader, "cpu_bf16_instructions", lambda: "AMX-BF16")
+    assert loader.resolve_dtype("auto", cpu) == torch.bfloat16
+    assert "AMX-BF16" in loader.auto_dtype_reason(cpu)[1] and "float32" in loader.auto_dtype_reason(cpu)[1]
+    assert loader.resolve_dtype("float32", cpu) == torch.float32  # the exact path stays one choice away
 
 
 def test_generation_reads_only_what_it_needs(make_checkpoint, monkeypatch):

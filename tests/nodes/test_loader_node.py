@@ -88,8 +88,11 @@ def test_one_copy_per_checkpoint_dtype_device(editor, tiny_models):
     lm, vq = tiny_models
     again = editor.nodes.JanusARLoader().load("tiny-janus", "float32", "cpu")
     assert again[0] is lm and again[1] is vq
-    auto = editor.nodes.JanusARLoader().load("tiny-janus", "auto", "auto")  # the stand-in editor: cpu, float32
-    assert auto[0] is lm
+    auto = editor.nodes.JanusARLoader().load("tiny-janus", "auto", "auto")  # the stand-in editor: the cpu
+    from janus_core.loader import resolve_dtype
+
+    assert auto[0].dtype == resolve_dtype("auto", torch.device("cpu"))  # janus_core's CPU rule, not the editor's
+    assert (auto[0] is lm) == (auto[0].dtype == torch.float32)
     assert lm.device == torch.device("cpu") and lm.dtype == torch.float32
 
 
