@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS
+from benchmarks.common import RESULTS, machine_info, machine_line
 
 SETS = {  # (in, out) of each weight one decode step reads
     "mini": [(512, 1536), (512, 512), (512, 2816), (1408, 512)] * 8
@@ -38,12 +38,13 @@ SETS = {  # (in, out) of each weight one decode step reads
 FORMS = ("x @ Wt", "F.linear(x, W)", "(W @ x.T).T")
 
 
-def time_forms(torch, shapes, rows: int, repeats: int) -> dict[str, float]:
+def time_forms(torch, shapes, rows: int, repeats: int, dtype=None) -> dict[str, float]:
     import torch.nn.functional as F
 
-    weights = [torch.randn(o, i) for i, o in shapes]  # [out, in]
+    dtype = dtype or torch.float32
+    weights = [torch.randn(o, i).to(dtype) for i, o in shapes]  # [out, in]
     weights_t = [w.t().contiguous() for w in weights]  # [in, out]
-    xs = {i: torch.randn(rows, i) for i, _ in shapes}
+    xs = {i: torch.randn(rows, i).to(dtype) for i, _ in shapes}
     products = {
         "x @ Wt": lambda x, w, wt: x @ wt,
         "F.linear(x, W)": lambda x, w, wt: F.linear(x, w),
@@ -68,33 +69,41 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default="1,2,4,8,16,32")
     ap.add_argument("--sets", default="mini,pro1b-4L")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for linear_forms.{json,md}")
+    ap.add_argument("--dtypes", default="float32", help="comma list: float32, bfloat16")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
+    ap.add_argument("--name", default="linear_forms", help="file stem of the results (name the machine)")
     args = ap.parse_args(argv)
     records = []
-    for threads in [int(t) for t in args.threads.split(",")]:
-        torch.set_num_threads(threads)
-        for name in args.sets.split(","):
-            shapes = SETS[name]
-            mib = sum(i * o for i, o in shapes) * 4 / 2**20
-            for rows in [int(r) for r in args.rows.split(",")]:
-                ms = time_forms(torch, shapes, rows, args.repeats)
-                records.append({"threads": threads, "set": name, "weights_mib": mib, "rows": rows, "ms": ms})
-                print(f"threads {threads} {name} rows {rows}: "
-                      + ", ".join(f"{f} {v:.2f} ms" for f, v in ms.items()), flush=True)
-    lines = [f"## One decode step's products, CPU float32 (torch {torch.__version__}, median of {args.repeats})", "",
-             "| threads | weights | rows | " + " | ".join(f"{f} ms" for f in FORMS) + " | best | GB/s of the best |",
-             "|---|---|---|" + "---|" * (len(FORMS) + 2)]
+    for dtype_name in args.dtypes.split(","):
+        dtype = getattr(torch, dtype_name)
+        for threads in [int(t) for t in args.threads.split(",")]:
+            torch.set_num_threads(threads)
+            for name in args.sets.split(","):
+                shapes = SETS[name]
+                mib = sum(i * o for i, o in shapes) * dtype.itemsize / 2**20
+                for rows in [int(r) for r in args.rows.split(",")]:
+                    ms = time_forms(torch, shapes, rows, args.repeats, dtype)
+                    records.append({"dtype": dtype_name, "threads": threads, "set": name, "weights_mib": mib,
+                                    "rows": rows, "ms": ms})
+                    print(f"{dtype_name} threads {threads} {name} rows {rows}: "
+                          + ", ".join(f"{f} {v:.2f} ms" for f, v in ms.items()), flush=True)
+    lines = [f"## One decode step's products, CPU (median of {args.repeats})", "",
+             machine_line(machine_info(torch)), "",
+             "| dtype | threads | weights | rows | " + " | ".join(f"{f} ms" for f in FORMS)
+             + " | best | GB/s of the best |",
+             "|---|---|---|---|" + "---|" * (len(FORMS) + 2)]
     for r in records:
         best = min(r["ms"], key=r["ms"].get)
         gbs = r["weights_mib"] * 2**20 / (r["ms"][best] / 1000) / 1e9
-        lines.append(f"| {r['threads']} | {r['set']} ({r['weights_mib']:.0f} MiB) | {r['rows']} | "
+        lines.append(f"| {r['dtype']} | {r['threads']} | {r['set']} ({r['weights_mib']:.0f} MiB) | {r['rows']} | "
                      + " | ".join(f"{r['ms'][f]:.2f}" for f in FORMS) + f" | {best} | {gbs:.1f} |")
     table = "\n".join(lines) + "\n"
     print("\n" + table)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "linear_forms.md").write_text(table)
-    (args.out / "linear_forms.json").write_text(json.dumps(records, indent=2))
-    print(f"wrote {args.out / 'linear_forms.md'}")
+    (args.out / f"{args.name}.md").write_text(table)
+    (args.out / f"{args.name}.json").write_text(json.dumps({"machine": machine_info(torch), "records": records},
+                                                           indent=2))
+    print(f"wrote {args.out / (args.name + '.md')}")
     return 0
 
 

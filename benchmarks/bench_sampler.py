@@ -53,6 +53,7 @@ from benchmarks.common import (
     MIB,
     RESULTS,
     machine_info,
+    machine_line,
     md_table,
     peak_rss_bytes,
     reset_peak_rss,
@@ -476,8 +477,7 @@ def render(results: list[dict], args, infos: dict, machine: dict) -> str:
     out = [(f"## Sampler benchmark ({args.device}, {args.dtype}, {args.tokens} tokens, "
            f"median of {args.repeats}, threads = {results[0]['threads'] if results else '?'} "
            f"({'torch default' if not args.threads else 'set by --threads'}))"), ""]
-    out.append(f"Machine: {machine.get('cpu', '?')}, {machine.get('cpu_count')} CPUs"
-               f"{', ' + machine['gpu'] if 'gpu' in machine else ''}; torch {machine['torch']}, "
+    out.append(f"{machine_line(machine)}; "
                f"transformers {machine.get('transformers')}, janus_core at git {machine.get('git_head', '?')}"
                f"{' (+ local changes)' if machine.get('janus_core_dirty') else ''}. "
                f"Greedy tokens identical across all contenders: "

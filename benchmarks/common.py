@@ -69,10 +69,38 @@ def machine_info(torch) -> dict:
                 break
     except OSError:
         pass
+    info["isa"] = cpu_instruction_sets()
+    info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     info.update(git_info())
     return info
+
+
+_ISA_FLAGS = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_vnni", "AVX512-VNNI"),
+              ("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX"), ("amx_bf16", "AMX-BF16"))
+
+
+def cpu_instruction_sets() -> list[str]:
+    """The vector / matrix instruction sets this CPU reports (those that decide torch's CPU kernels)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [name for flag, name in _ISA_FLAGS if flag in flags]
+    except OSError:
+        pass
+    return []
+
+
+def machine_line(info: dict) -> str:
+    """'CPU: <model>, <n> cores (AVX2, AVX-512, ...; torch dispatches AVX512), torch <v>' for every table."""
+    isa = ", ".join(info.get("isa") or []) or "instruction sets unknown"
+    line = (f"CPU: {info.get('cpu', 'unknown')}, {info.get('cpu_count')} cores ({isa}; torch kernels at "
+            f"{info.get('torch_cpu_capability', '?')}), torch {info.get('torch')}")
+    if info.get("gpu"):
+        line += f", GPU: {info['gpu']}"
+    return line
 
 
 def git_info() -> dict:

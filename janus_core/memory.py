@@ -39,16 +39,18 @@ def available_bytes(device: torch.device) -> int | None:
         return None
 
 
-def sampling_bytes(cfg, image_vocab: int, batch: int, prompt_len: int, dtype: torch.dtype) -> int:
-    """KV cache + the prefill's widest activations + per-step logits work for `batch` images (2 rows each)."""
-    rows, max_len = 2 * batch, prompt_len + 576
+def sampling_bytes(cfg, image_vocab: int, batch: int, prompt_len: int, dtype: torch.dtype, width: int = 1) -> int:
+    """KV cache + the prefill's widest activations + per-step logits work for `batch` images (2 rows each);
+    `width` positions per step (the Jacobi window: a longer cache and `width` logits rows per image)."""
+    rows, max_len = 2 * batch, prompt_len + 576 + width - 1
     elem = torch.empty((), dtype=dtype).element_size()
     cache = KVCache.nbytes(cfg, rows, max_len, dtype)
     qkv = (cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim
     prefill = rows * prompt_len * (3 * cfg.hidden_size + qkv + 3 * cfg.intermediate_size) * elem
     scores = rows * cfg.num_heads * prompt_len * prompt_len * 4  # attention weights if SDPA takes its math path
     tables = 2 * rows * max_len * cfg.head_dim * elem  # per-row rotary tables (left-padded prompts)
-    logits = 6 * rows * image_vocab * 4  # head output, CFG mix, probabilities, noise, top-p sort (float32)
+    # head output, CFG mix, probabilities, noise (+ its ring), top-p sort (float32), per position of a step
+    logits = (6 * width + (width if width > 1 else 0)) * rows * image_vocab * 4
     return int(HEADROOM * (cache + prefill + scores + tables + logits))
 
 

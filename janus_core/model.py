@@ -153,7 +153,8 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, k_cache, v_cache, pos, mask):
         """x [R, T, H]; cos/sin [R, 1, T, hd]; pos: int start index (prefix attention) or a 0-d tensor
-        (static-shape attention over the whole cache, for captured steps); mask: bool, True = attend."""
+        (static-shape attention over the whole cache, for captured steps); mask: bool, True = attend, or "causal"
+        for a whole sequence written from position 0 (SDPA's own causal kernel: training and teacher forcing)."""
         cfg = self.cfg
         rows, t, _ = x.shape
         q, k, v = self.wqkv(x).split(self.split, dim=-1)
@@ -170,9 +171,12 @@ class Attention(nn.Module):
             k_cache.index_copy_(2, pos, k)
             v_cache.index_copy_(2, pos, v)
             keys, values = k_cache, v_cache
-        out = F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=mask, enable_gqa=cfg.num_kv_heads != cfg.num_heads
-        )
+        if isinstance(mask, str):  # "causal": a whole sequence from position 0 (training, teacher forcing)
+            out = F.scaled_dot_product_attention(q, keys, values, is_causal=True,
+                                                 enable_gqa=cfg.num_kv_heads != cfg.num_heads)
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
+                                                 enable_gqa=cfg.num_kv_heads != cfg.num_heads)
         return self.wo(out.transpose(1, 2).reshape(rows, t, -1))
 
 

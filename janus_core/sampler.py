@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from .errors import GenerationCancelled, PayloadError
+from .errors import GenerationCancelled, PayloadError, SettingError
 from .memory import check_fits, sampling_bytes
 from .model import KVCache, rope_tables
 from .payloads import GRID, NUM_IMAGE_TOKENS, JanusCond, JanusLM, JanusTokens
@@ -92,11 +92,11 @@ def check_init(init_tokens, keep_mask, batch: int, codebook: int):
     return init, keep
 
 
-def check_sampling_memory(lm: JanusLM, batch: int, prompt_len: int) -> None:
+def check_sampling_memory(lm: JanusLM, batch: int, prompt_len: int, width: int = 1) -> None:
     """Refuse a batch whose KV cache + activations cannot fit, before allocating anything."""
     model = lm.model
-    per = sampling_bytes(model.cfg, model.image_vocab, 1, prompt_len, lm.dtype)
-    need = sampling_bytes(model.cfg, model.image_vocab, batch, prompt_len, lm.dtype)
+    per = sampling_bytes(model.cfg, model.image_vocab, 1, prompt_len, lm.dtype, width)
+    need = sampling_bytes(model.cfg, model.image_vocab, batch, prompt_len, lm.dtype, width)
     check_fits("sampling", need, lm.device, per, batch, "batch_size",
                "Lower batch_size, use a smaller dtype (bfloat16 / float16), or free memory.")
 
@@ -118,6 +118,18 @@ def position_tables(cfg_lm, pad: torch.Tensor | None, prompt_len: int, max_len: 
     return cos, sin, key_valid, (causal & (key_valid[:, None, :prompt_len] | eye))[:, None]
 
 
+DECODING_CHOICES = ("auto", "sequential", "jacobi")
+DEFAULT_WINDOW = 16  # Jacobi window; see auto_decoding and benchmarks/README.md ("Speculative Jacobi decoding")
+DRAFT_INITS = ("up", "left", "random")
+
+
+def auto_decoding(lm: JanusLM) -> str:
+    """What decoding="auto" runs: Jacobi wherever it was measured faster than the sequential loop (it makes the same
+    tokens, up to floating-point near-ties). Measured on CPUs (benchmarks/README.md): yes. CUDA is not measured
+    yet, so the sequential loop, which a CUDA graph captures, stays its default."""
+    return "jacobi" if lm.device.type == "cpu" else "sequential"
+
+
 @torch.inference_mode()
 def sample_tokens(
     lm: JanusLM,
@@ -136,6 +148,9 @@ def sample_tokens(
     should_cancel: Callable[[], bool] | None = None,
     compile: bool = False,
     threads: int | None = None,
+    decoding: str = "sequential",
+    window: int = DEFAULT_WINDOW,
+    draft_init: str = "up",
 ) -> JanusTokens:
     """Sample `batch_size` images' tokens. temperature 0 = greedy (argmax, for tests and oracles).
 
@@ -143,6 +158,11 @@ def sample_tokens(
     given token, the rest are sampled (the random streams advance identically either way).
     `should_cancel` is polled between steps; True raises GenerationCancelled after freeing the cache.
     `threads`: CPU threads for the loop; None = chosen from the loop's own step times (tuning.ThreadTuner).
+    `decoding`: "sequential" (one forward per token), "jacobi" (speculative Jacobi decoding over a window of
+    `window` positions, with the sampler's own noise fixed per position: the same tokens in fewer forwards, up to
+    floating-point near-ties; `draft_init` says how a position entering the window is first guessed: the token
+    one row up, the left neighbour, or a random code), or "auto" (`auto_decoding`). The settings record the
+    decoding, the window and the forwards used.
     """
     settings = sampler_settings(seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature, top_k=top_k,
                                 top_p=top_p)
@@ -151,8 +171,12 @@ def sample_tokens(
     progress_every = integer("progress_every", progress_every, 1, NUM_IMAGE_TOKENS)
     if threads is not None:
         threads = integer("threads", threads, 1, 4 * (os.cpu_count() or 1))
+    decoding, window, draft_init = decoding_settings(decoding, window, draft_init)
     check_cond(lm, cond)
     model, cfg_lm, device = lm.model, lm.model.cfg, lm.device
+    if decoding == "auto":
+        decoding = auto_decoding(lm)
+    width = window if decoding == "jacobi" else 1
     init, keep = check_init(init_tokens, keep_mask, batch_size, model.image_vocab)
     prompt_len = max(len(cond.cond_ids), len(cond.uncond_ids))
     max_len = prompt_len + NUM_IMAGE_TOKENS
@@ -160,58 +184,39 @@ def sample_tokens(
         longest = "prompt" if len(cond.cond_ids) >= len(cond.uncond_ids) else "negative_prompt"
         raise PayloadError(f"{longest} too long: {prompt_len} tokens + 576 image tokens exceed the model's "
                            f"{cfg_lm.max_position_embeddings} positions. Shorten it.", input=longest)
-    check_sampling_memory(lm, batch_size, prompt_len)
+    check_sampling_memory(lm, batch_size, prompt_len, width)
     if init is not None:
         init, keep = init.to(device), keep.to(device)
 
     ids, pad = _rows(cond, batch_size, device)
     rows = ids.shape[0]
-
-    cos, sin, key_valid, prefill_mask = position_tables(cfg_lm, pad, prompt_len, max_len, device, lm.dtype)
+    # a window may reach past the last image position (its outputs there are dropped): room for it, so every
+    # forward has the same shape
+    cache_len = max_len + width - 1
+    cos, sin, key_valid, prefill_mask = position_tables(cfg_lm, pad, prompt_len, cache_len, device, lm.dtype)
 
     if device.type == "cpu":
-        prepare_forms(model, rows)  # the decode products' form, measured here (before any compile)
+        prepare_forms(model, rows * width)  # the decode products' form, measured here (before any compile)
     decoder = None
     if compile:
-        decoder = static_decoder(lm, rows, max_len)
+        decoder = static_decoder(lm, rows, cache_len, width)
         cos, sin, key_valid = decoder.prepare(cos, sin, key_valid, prompt_len)
         cache = decoder.cache
     else:
-        cache = KVCache(cfg_lm, rows, max_len, device, lm.dtype)
+        cache = KVCache(cfg_lm, rows, cache_len, device, lm.dtype)
     seeds = [(seed + i) % SEED_MOD for i in range(batch_size)]
     gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-    noise = torch.empty((batch_size, model.image_vocab), dtype=torch.float32, device=device)
-    out = torch.empty((batch_size, NUM_IMAGE_TOKENS), dtype=torch.long, device=device)
+    run = _Run(lm, batch_size, cfg, temperature, top_k, top_p, init, keep, gens, progress, progress_every,
+               should_cancel, cos, sin, key_valid, cache, decoder, prompt_len)
     ok = False
     tuner = ThreadTuner(device, threads)
     try:
         hidden = model.forward_hidden(model.embed_text(ids), cos[:, :, :prompt_len], sin[:, :, :prompt_len],
                                       cache, 0, prefill_mask)[:, -1]
-        for i in range(NUM_IMAGE_TOKENS):
-            tuner.before()  # each step (head, sampling, forward) is timed under the thread count it ran with
-            logits = cfg_mix(model.image_logits(hidden).float(), batch_size, cfg)
-            if temperature == 0:
-                token = torch.argmax(logits, dim=-1)
-            else:
-                fill_noise(noise, gens)
-                token = draw(probabilities(logits, temperature, top_k, top_p), noise)
-            if keep is not None:
-                token = torch.where(keep[:, i], init[:, i], token)
-            out[:, i] = token
-            if progress is not None and ((i + 1) % progress_every == 0 or i + 1 == NUM_IMAGE_TOKENS):
-                progress(i + 1, NUM_IMAGE_TOKENS, out[:, : i + 1])
-            if should_cancel is not None and should_cancel():
-                raise GenerationCancelled(f"sampling cancelled after {i + 1} of {NUM_IMAGE_TOKENS} tokens")
-            if i + 1 == NUM_IMAGE_TOKENS:
-                break  # the last token's embedding is never used
-            x = model.image_token_embeds(token.repeat(2))[:, None]  # same token for the cond and uncond row
-            pos = prompt_len + i
-            if decoder is not None:
-                hidden = decoder.step(x, pos)
-            else:
-                mask = None if key_valid is None else key_valid[:, None, None, : pos + 1]
-                hidden = model.forward_hidden(x, cos[:, :, pos : pos + 1], sin[:, :, pos : pos + 1], cache, pos, mask)[:, -1]
-            tuner.after()
+        if decoding == "jacobi":
+            out, forwards = _jacobi_loop(run, hidden, window, draft_init, tuner)
+        else:
+            out, forwards = _sequential_loop(run, hidden, tuner)
         ok = True
     finally:
         tuner.close()
@@ -219,31 +224,209 @@ def sample_tokens(
             cache.release()  # a cancel or an error leaves no cache alive (the traceback still holds this frame)
         elif not ok:
             drop_static_decoders(lm)
-        del cache
+        del cache, run
     return JanusTokens(
         tokens=out.view(batch_size, GRID, GRID).cpu(),
         seeds=seeds,
         settings={"cfg": cfg, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                   "batch_size": batch_size, "seed": seed, "partial": keep is not None,
-                  "quantize": lm.quantize},
+                  "quantize": lm.quantize, "decoding": decoding, "window": window if decoding == "jacobi" else None,
+                  "forwards": forwards},
         model=lm.identity.as_dict(),
         prompt=cond.prompt,
     )
+
+
+def decoding_settings(decoding, window, draft_init) -> tuple[str, int, str]:
+    if decoding not in DECODING_CHOICES:
+        raise SettingError(f"decoding must be one of {', '.join(DECODING_CHOICES)}; got {decoding!r}.",
+                           input="decoding")
+    window = integer("window", window, 2, MAX_WINDOW, hint=" Positions each Jacobi forward guesses; 16 is the default.")
+    if draft_init not in DRAFT_INITS:
+        raise SettingError(f"draft_init must be one of {', '.join(DRAFT_INITS)}; got {draft_init!r}.",
+                           input="draft_init")
+    return decoding, window, draft_init
+
+
+MAX_WINDOW = 64
+
+
+class _Run:
+    """What both decode loops share: the settings, the per-image generators, the tables, the cache and the
+    callbacks (a plain holder, so the loops stay two readable functions)."""
+
+    def __init__(self, lm, batch, cfg, temperature, top_k, top_p, init, keep, gens, progress, progress_every,
+                 should_cancel, cos, sin, key_valid, cache, decoder, prompt_len):
+        self.model, self.device = lm.model, lm.device
+        self.batch, self.cfg, self.temperature, self.top_k, self.top_p = batch, cfg, temperature, top_k, top_p
+        self.init, self.keep, self.gens = init, keep, gens
+        self.progress, self.progress_every, self.should_cancel = progress, progress_every, should_cancel
+        self.cos, self.sin, self.key_valid, self.cache, self.decoder = cos, sin, key_valid, cache, decoder
+        self.prompt_len = prompt_len
+
+    def pick(self, logits: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """Tokens from CFG-mixed logits [..., V] and their positions' Exp(1) noise (None when greedy)."""
+        if self.temperature == 0:
+            return torch.argmax(logits, dim=-1)
+        return draw(probabilities(logits, self.temperature, self.top_k, self.top_p), noise)
+
+    def forward(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
+        """Hidden states [2B, T, H] of image tokens [B, T] (the same for the cond and uncond rows) at cache
+        positions pos .. pos + T - 1, written into the cache there."""
+        t = tokens.shape[1]
+        x = self.model.image_token_embeds(tokens.repeat(2, 1))
+        if self.decoder is not None:
+            return self.decoder.step(x, pos)
+        if t == 1:  # one query: every cached key is in its past
+            mask = None if self.key_valid is None else self.key_valid[:, None, None, : pos + 1]
+        else:
+            keys = torch.arange(pos + t, device=self.device)
+            mask = (keys[None] <= (pos + torch.arange(t, device=self.device))[:, None])[None, None]  # causal
+            if self.key_valid is not None:
+                mask = mask & self.key_valid[:, None, None, : pos + t]
+        return self.model.forward_hidden(x, self.cos[:, :, pos : pos + t], self.sin[:, :, pos : pos + t], self.cache,
+                                         pos, mask)
+
+    def report(self, done: int, out: torch.Tensor, last_reported: int) -> int:
+        """Progress (final tokens only) at every `progress_every` boundary crossed, and the cancel check."""
+        if self.progress is not None and (done // self.progress_every > last_reported // self.progress_every
+                                          or done == NUM_IMAGE_TOKENS):
+            self.progress(done, NUM_IMAGE_TOKENS, out[:, :done])
+            last_reported = done
+        if self.should_cancel is not None and self.should_cancel():
+            raise GenerationCancelled(f"sampling cancelled after {done} of {NUM_IMAGE_TOKENS} tokens")
+        return last_reported
+
+
+def _sequential_loop(run: _Run, hidden: torch.Tensor, tuner: ThreadTuner) -> tuple[torch.Tensor, int]:
+    """One forward per token (the reference procedure)."""
+    b, model = run.batch, run.model
+    noise = torch.empty((b, model.image_vocab), dtype=torch.float32, device=run.device)
+    out = torch.empty((b, NUM_IMAGE_TOKENS), dtype=torch.long, device=run.device)
+    reported = 0
+    for i in range(NUM_IMAGE_TOKENS):
+        tuner.before()  # each step (head, sampling, forward) is timed under the thread count it ran with
+        logits = cfg_mix(model.image_logits(hidden).float(), b, run.cfg)
+        if run.temperature > 0:
+            fill_noise(noise, run.gens)
+        token = run.pick(logits, noise)
+        if run.keep is not None:
+            token = torch.where(run.keep[:, i], run.init[:, i], token)
+        out[:, i] = token
+        reported = run.report(i + 1, out, reported)
+        if i + 1 == NUM_IMAGE_TOKENS:
+            break  # the last token's embedding is never used
+        hidden = run.forward(token[:, None], run.prompt_len + i)[:, -1]
+        tuner.after()
+    return out, NUM_IMAGE_TOKENS
+
+
+def accepted(drafts: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    """Per image, how many positions of a window became final: the first output always (its inputs are all
+    final), then one more for every draft, from the left, that equals the output computed at its position
+    (each output is only valid while every draft to its left was right). drafts [B, W - 1] are the guesses for
+    window positions 1.., outputs [B, W]."""
+    match = (drafts == outputs[:, : drafts.shape[1]]).long()
+    return 1 + match.cumprod(dim=1).sum(dim=1)
+
+
+def window_start(n: int) -> int:
+    """The first image position a window forward feeds (the last final token, whose output is position n), so
+    the cache is written from there on: every entry past the final frontier is overwritten by the next forward."""
+    return n - 1
+
+
+def _jacobi_finalised(n: int, a: int, logits: torch.Tensor) -> None:
+    """Called with the CFG-mixed logits [B, >= a, V] that finalised positions n .. n + a - 1 (a hook: the
+    teacher-forcing test records them)."""
+
+
+def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str,
+                 tuner: ThreadTuner) -> tuple[torch.Tensor, int]:
+    """Speculative Jacobi decoding with the sampler's own noise (see `sample_tokens`).
+
+    Noise: every position's Exp(1) row is drawn from the image's generator when the position enters the window,
+    in position order, i.e. exactly the rows the sequential loop draws, so token i is the same function of the
+    tokens before it in both loops. Only the window's rows exist at a time (a ring of `window` rows).
+    Batches run in lockstep: the frontier advances by the smallest accepted count of the batch (an image that
+    accepted more keeps its right tokens as drafts, which its next forward confirms)."""
+    b, model, device, n_tok = run.batch, run.model, run.device, NUM_IMAGE_TOKENS
+    vocab = model.image_vocab
+    out = torch.empty((b, n_tok), dtype=torch.long, device=device)
+    known = torch.zeros((b, n_tok + window), dtype=torch.long, device=device)  # finals, then the current drafts
+    noise = torch.empty((b, window, vocab), dtype=torch.float32, device=device) if run.temperature > 0 else None
+    drawn = 0  # positions whose noise row has been drawn
+    offsets = torch.arange(window, device=device)
+    rand = torch.Generator(device=device).manual_seed(0x5EED) if draft_init == "random" else None
+
+    def draw_noise(upto: int) -> None:
+        nonlocal drawn
+        row = torch.empty((b, vocab), dtype=torch.float32, device=device)
+        while noise is not None and drawn < min(upto, n_tok):
+            fill_noise(row, run.gens)
+            noise[:, drawn % window] = row
+            drawn += 1
+
+    def guess(first: int, last: int) -> None:
+        """Initial drafts for positions first..last (new to the window), left to right."""
+        for i in range(first, min(last, n_tok - 1) + 1):
+            if draft_init == "random":
+                known[:, i] = torch.randint(0, vocab, (b,), generator=rand, device=device)
+            elif draft_init == "up" and i >= GRID:
+                known[:, i] = known[:, i - GRID]
+            else:
+                known[:, i] = known[:, i - 1]
+            if run.keep is not None:
+                known[:, i] = torch.where(run.keep[:, i], run.init[:, i], known[:, i])
+
+    # position 0 comes from the prompt's last hidden state, as in the sequential loop
+    draw_noise(1)
+    logits = cfg_mix(model.image_logits(hidden).float(), b, run.cfg)
+    _jacobi_finalised(0, 1, logits[:, None])
+    first = run.pick(logits, None if noise is None else noise[:, 0])
+    if run.keep is not None:
+        first = torch.where(run.keep[:, 0], run.init[:, 0], first)
+    out[:, 0] = known[:, 0] = first
+    n, forwards, reported = 1, 1, run.report(1, out, 0)
+    guess(1, window - 1)
+    while n < n_tok:
+        tuner.before()
+        start = window_start(n)
+        hidden = run.forward(known[:, start : start + window], run.prompt_len + start)  # [2B, W, H]
+        forwards += 1
+        logits = cfg_mix(model.image_logits(hidden).float(), b, run.cfg)  # [B, W, V]: positions n .. n + W - 1
+        draw_noise(n + window)
+        positions = n + offsets
+        ring = None if noise is None else noise[:, positions % window]
+        outputs = run.pick(logits, ring)
+        if run.keep is not None:
+            inside = positions.clamp(max=n_tok - 1)
+            outputs = torch.where(run.keep[:, inside], run.init[:, inside], outputs)
+        a = min(int(accepted(known[:, n : n + window - 1], outputs).min()), n_tok - n)
+        _jacobi_finalised(n, a, logits)
+        out[:, n : n + a] = outputs[:, :a]
+        known[:, n : n + window] = outputs  # finals, then this forward's outputs as the next drafts
+        n += a
+        guess(n - a + window, n + window - 2)
+        reported = run.report(n, out, reported)
+        tuner.after()
+    return out, forwards
 
 
 STATIC_BUCKET = 64  # cache lengths are rounded up to this, so prompts of similar length share one compiled step
 
 
 class StaticDecoder:
-    """The per-token step with fixed shapes, compiled once per (rows, cache length) and reused across calls.
+    """The decode step with fixed shapes, compiled once per (rows, cache length, width) and reused across calls.
 
-    Attention runs over the whole cache with a mask, the position lives in a device tensor updated in place,
-    and the cache and tables are tensors with fixed addresses, so on CUDA the step is captured as a CUDA
+    `width` input positions per step: 1 for the sequential loop, the window for Jacobi decoding. Attention runs
+    over the whole cache with a mask (causal within the step), the position lives in a device tensor updated in
+    place, and the cache and tables are tensors with fixed addresses, so on CUDA the step is captured as a CUDA
     graph (`mode="reduce-overhead"`). It owns its KV cache for as long as it is kept on the JanusLM
     (`drop_static_decoders(lm)` frees it; a cancelled or failed run drops it too).
     """
 
-    def __init__(self, lm: JanusLM, rows: int, max_len: int):
+    def __init__(self, lm: JanusLM, rows: int, max_len: int, width: int = 1):
         cfg, device, dtype = lm.model.cfg, lm.device, lm.dtype
         self.model = lm.model
         self.cache = KVCache(cfg, rows, max_len, device, dtype)
@@ -251,7 +434,7 @@ class StaticDecoder:
         self.sin = torch.zeros_like(self.cos)
         self.key_valid = torch.ones((rows, max_len), device=device, dtype=torch.bool)
         self.positions = torch.arange(max_len, device=device)
-        self.pos = torch.zeros((1,), device=device, dtype=torch.long)
+        self.pos = torch.zeros((width,), device=device, dtype=torch.long)  # the step's positions
         for t in (*self.cache.k, *self.cache.v, self.cos, self.sin, self.key_valid, self.positions, self.pos):
             torch._dynamo.mark_static_address(t)
         mode = "reduce-overhead" if device.type == "cuda" else None
@@ -268,20 +451,21 @@ class StaticDecoder:
         return self.cos, self.sin, (None if key_valid is None else self.key_valid[:, :n])
 
     def _step(self, x):
-        mask = ((self.positions <= self.pos) & self.key_valid)[:, None, None]
+        mask = ((self.positions[None] <= self.pos[:, None])[None] & self.key_valid[:, None])[:, None]
         cos, sin = self.cos.index_select(2, self.pos), self.sin.index_select(2, self.pos)
-        return self.model.forward_hidden(x, cos, sin, self.cache, self.pos, mask)[:, -1]
+        return self.model.forward_hidden(x, cos, sin, self.cache, self.pos, mask)
 
     def step(self, x, pos: int):
-        self.pos.copy_(self.positions[pos])  # device-side copy: no host sync
+        """Hidden states [R, width, H] of inputs x [R, width, H] at positions pos .. pos + width - 1."""
+        self.pos.copy_(self.positions[pos : pos + self.pos.shape[0]])  # device-side copy: no host sync
         return self._compiled(x).clone()  # graph outputs are overwritten by the next replay
 
 
-def static_decoder(lm: JanusLM, rows: int, max_len: int) -> StaticDecoder:
+def static_decoder(lm: JanusLM, rows: int, max_len: int, width: int = 1) -> StaticDecoder:
     length = -(-max_len // STATIC_BUCKET) * STATIC_BUCKET
-    key = (rows, length)
+    key = (rows, length, width)
     if key not in lm.static_decoders:
-        lm.static_decoders[key] = StaticDecoder(lm, rows, length)
+        lm.static_decoders[key] = StaticDecoder(lm, rows, length, width)
     return lm.static_decoders[key]
 
 

@@ -5,12 +5,14 @@ generic path) `(W @ x.T).T` is 1.3-4.5x faster than `F.linear`, on an Intel Xeon
 slower (benchmarks/README.md, "Decode products"). So:
 
 - **Product form** (`prepare_forms`): before a decode loop, each distinct linear shape is timed in both forms at
-  the loop's row count, on one thread (what a preempted multi-thread run degrades to, and the least noisy), a
-  few interleaved repeats each. `(W @ x.T).T` is kept only where it beats `F.linear` by WIN_MARGIN: the forms
-  round differently, and a clear margin keeps a noisy measurement from flipping the choice (and the image)
-  between runs. Decided once per process per (shape, rows, dtype) and stored on each `Linear` (`forms`), so the
-  compiled step reads the same choice as the eager one. Products of more than FORM_MAX_ROWS rows (prefill) are
-  GEMMs, where BLAS is at its best: always `F.linear`. `JANUS_LINEAR_FORM=linear|gemv` overrides (debugging).
+  the loop's row count, on one thread (the least noisy), within passes over all the model's layers in order (so
+  each product meets the cold cache of a real decode step), a few interleaved repeats each. `(W @ x.T).T` is kept
+  only where it beats `F.linear` by WIN_MARGIN: the forms round differently, and a clear margin keeps a noisy
+  measurement from flipping the choice (and the image) between runs. Decided once per process per (shape, rows,
+  dtype) and stored on each `Linear` (`forms`), so the compiled step reads the same choice as the eager one.
+  Products of more than FORM_MAX_ROWS rows (prefill) are GEMMs, where BLAS is at its best, and weights of at most
+  256 KiB stay in cache (the two forms are a near tie that noise would decide differently from run to run): always
+  `F.linear`. `JANUS_LINEAR_FORM=linear|gemv` overrides (debugging).
 - **Thread count** (`ThreadTuner`): with other processes busy, an OpenMP product on every core can be many
   times slower than on one (each step waits for its slowest, preempted thread). The sampler times its own steps
   under each candidate thread count (all cores, half of them, one), keeps the fastest and tries the others
@@ -21,7 +23,6 @@ slower (benchmarks/README.md, "Decode products"). So:
 from __future__ import annotations
 
 import os
-import statistics
 import time
 
 import torch
@@ -29,8 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 FORM_MAX_ROWS = 64  # more rows: a GEMM, F.linear without measuring
+SMALL_WEIGHT_BYTES = 256 << 10  # a weight this small stays in cache and costs microseconds: F.linear, unmeasured
 WIN_MARGIN = 1.25  # (W @ x.T).T must be at least this much faster to be chosen
-REPEATS = 5  # timed products per form (after one warm-up), interleaved
+REPEATS = 7  # timed passes per form (after one warm-up each), interleaved
 _MEASURED: dict[tuple, bool] = {}  # (out, in, rows, dtype) -> True = the (W @ x.T).T form
 
 
@@ -46,52 +48,68 @@ def _forced() -> str | None:
     return value if value in ("linear", "gemv") else None
 
 
-def _time_forms(weight: torch.Tensor, rows: int) -> tuple[float, float]:
-    """Median seconds of F.linear and of the gemv form on `weight`, one thread."""
-    x = torch.randn(rows, weight.shape[1], dtype=weight.dtype)
-    times = {"linear": [], "gemv": []}
+def _time_passes(layers: list, rows: int) -> dict[tuple, tuple[float, float]]:
+    """Seconds per shape of F.linear and of the gemv form, summed over one pass over `layers` in model order.
+
+    A decode step streams every weight once, so each product meets a cold cache (a model's weights are larger
+    than it); timing one weight again and again would keep it in cache and favour F.linear wrongly. So every
+    timed pass runs all the layers, in order, each product timed where it stands. One thread, medians of
+    REPEATS passes per form (the fastest counts) after one warm-up pass each, forms alternating."""
+    xs = {}
+    for m in layers:
+        key = (m.weight.shape[1], m.weight.dtype)
+        if key not in xs:
+            xs[key] = torch.randn(rows, key[0], dtype=key[1])
+    shapes = sorted({tuple(m.weight.shape) for m in layers})
+    runs = {(shape, form): [] for shape in shapes for form in ("linear", "gemv")}
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for i in range(REPEATS + 1):
             for form in ("linear", "gemv"):
-                t0 = time.perf_counter()
-                F.linear(x, weight) if form == "linear" else gemv_product(x, weight)
+                total = dict.fromkeys(shapes, 0.0)
+                for m in layers:
+                    x = xs[(m.weight.shape[1], m.weight.dtype)]
+                    t0 = time.perf_counter()
+                    F.linear(x, m.weight) if form == "linear" else gemv_product(x, m.weight)
+                    total[tuple(m.weight.shape)] += time.perf_counter() - t0
                 if i:
-                    times[form].append(time.perf_counter() - t0)
+                    for shape, t in total.items():
+                        runs[(shape, form)].append(t)
     finally:
         torch.set_num_threads(saved)
-    return statistics.median(times["linear"]), statistics.median(times["gemv"])
-
-
-def choose_form(weight: torch.Tensor, rows: int) -> bool:
-    """True when the (W @ x.T).T form is the one to use for `rows` rows times `weight` [out, in] on this CPU."""
-    forced = _forced()
-    if forced is not None:
-        return forced == "gemv"
-    if weight.device.type != "cpu" or rows > FORM_MAX_ROWS or not weight.dtype.is_floating_point:
-        return False
-    key = (*weight.shape, rows, weight.dtype)
-    if key not in _MEASURED:
-        linear, gemv = _time_forms(weight, rows)
-        _MEASURED[key] = gemv * WIN_MARGIN < linear
-    return _MEASURED[key]
+    # the fastest pass: interference (other processes, frequency changes) only ever adds time
+    return {shape: (min(runs[(shape, "linear")]), min(runs[(shape, "gemv")])) for shape in shapes}
 
 
 def prepare_forms(model: nn.Module, rows: int) -> dict[tuple, bool]:
-    """Decide the product form of every float `Linear` of `model` for `rows` rows (measuring each new shape once)
-    and store it on the layer. Returns {(out, in): gemv?} for the shapes seen."""
+    """Decide the product form of every float CPU `Linear` of `model` for `rows` rows (measuring the shapes not
+    decided yet in this process, see `_time_passes`) and store it on each layer. Returns {(out, in): gemv?}."""
     from .model import Linear
 
-    seen = {}
-    with torch.inference_mode():
-        for m in model.modules():
-            if isinstance(m, Linear) and m.quant == "none" and m.weight.device.type == "cpu":
-                shape = tuple(m.weight.shape)
-                if shape not in seen:
-                    seen[shape] = choose_form(m.weight, rows)
-                m.forms[rows] = seen[shape]
-    return seen
+    layers = [m for m in model.modules() if isinstance(m, Linear) and m.quant == "none"
+              and m.weight.device.type == "cpu" and m.weight.dtype.is_floating_point]
+    forced = _forced()
+    decided: dict[tuple, bool] = {}
+    todo = []
+    for m in layers:
+        key = (*m.weight.shape, rows, m.weight.dtype)
+        if forced is not None:
+            decided[key] = forced == "gemv"
+        elif rows > FORM_MAX_ROWS or m.weight.numel() * m.weight.element_size() <= SMALL_WEIGHT_BYTES:
+            decided[key] = False  # nothing to stream (and a near tie a noisy timing could flip between runs)
+        elif key in _MEASURED:
+            decided[key] = _MEASURED[key]
+        else:
+            todo.append(m)
+    if todo:
+        with torch.inference_mode():
+            for shape, (linear, gemv) in _time_passes(layers, rows).items():
+                for dtype in {m.weight.dtype for m in todo if tuple(m.weight.shape) == shape}:
+                    _MEASURED[(*shape, rows, dtype)] = decided[(*shape, rows, dtype)] = gemv * WIN_MARGIN < linear
+    for m in layers:
+        m.forms[rows] = decided[(*m.weight.shape, rows, m.weight.dtype)]
+    return {tuple(m.weight.shape): m.forms[rows] for m in layers}
 
 
 def measured_forms() -> dict[tuple, bool]:
@@ -103,7 +121,8 @@ def measured_forms() -> dict[tuple, bool]:
 
 
 RETUNE_EVERY = 64  # steps between tries of the other thread counts
-TRIAL_STEPS = 2  # steps timed per candidate (the first after a switch also pays for waking the threads)
+TRIAL_STEPS = 3  # steps timed per candidate; the fastest of them counts (the first after a switch wakes threads)
+SWITCH_GAIN = 0.9  # another count must be at least 10 % faster than the current pick to replace it
 
 
 class ThreadTuner:
@@ -130,8 +149,10 @@ class ThreadTuner:
         if not self.active:
             return
         if not self.trial and self.step and self.step % RETUNE_EVERY == 0:
+            for c in self.candidates:  # fresh times for everyone: the incumbent's are its last steps
+                if c != self.best:
+                    self.times[c] = []
             self.trial = [c for c in self.candidates if c != self.best for _ in range(TRIAL_STEPS)]
-            self.times[self.best] = self.times[self.best][-TRIAL_STEPS:]  # the current pick's recent steps count
         want = self.trial[0] if self.trial else self.best
         if want != self.current:
             torch.set_num_threads(want)
@@ -148,8 +169,11 @@ class ThreadTuner:
         del runs[:-TRIAL_STEPS]
         if self.trial:
             self.trial.pop(0)
-            if not self.trial:  # every candidate has fresh times: keep the fastest (the last step of each counts)
-                self.best = min(self.candidates, key=lambda c: self.times[c][-1] if self.times[c] else float("inf"))
+            if not self.trial:
+                fastest = {c: min(t) for c, t in self.times.items() if t}
+                challenger = min(fastest, key=fastest.get)
+                if self.best not in fastest or fastest[challenger] < SWITCH_GAIN * fastest[self.best]:
+                    self.best = challenger
 
     def close(self) -> None:
         torch.set_num_threads(self.saved)

@@ -46,22 +46,26 @@ def test_the_layer_runs_the_form_its_forms_name(monkeypatch):
 
 
 def test_prepare_forms_measures_each_shape_once_and_keeps_only_clear_wins(monkeypatch):
-    timings = {(640, 512): (1.0, 0.5), (160, 96): (1.0, 0.9)}  # (F.linear, gemv) seconds: a clear win, a near tie
+    # (F.linear, gemv) seconds: a clear win, a near tie; (160, 96) is too small to be measured at all
+    timings = {(640, 512): (1.0, 0.5), (640, 480): (1.0, 0.9), (160, 96): (0.1, 0.01)}
     calls = []
 
-    def fake_time(weight, rows):
-        calls.append((tuple(weight.shape), rows))
-        return timings[tuple(weight.shape)]
+    def fake_time(layers, rows):
+        shapes = sorted({tuple(m.weight.shape) for m in layers})
+        calls.extend((shape, rows) for shape in shapes)
+        return {shape: timings[shape] for shape in shapes}
 
-    monkeypatch.setattr(tuning, "_time_forms", fake_time)
+    monkeypatch.setattr(tuning, "_time_passes", fake_time)
     monkeypatch.setattr(tuning, "_MEASURED", {})
     monkeypatch.delenv("JANUS_LINEAR_FORM", raising=False)
-    net = torch.nn.Sequential(_linear(False), _linear(False), _linear(False, 96, 160))
-    assert tuning.prepare_forms(net, 2) == {(640, 512): True, (160, 96): False}
-    assert [m.forms for m in net] == [{2: True}, {2: True}, {2: False}]
+    net = torch.nn.Sequential(_linear(False), _linear(False), _linear(False, 480, 640), _linear(False, 96, 160))
+    assert tuning.prepare_forms(net, 2) == {(640, 512): True, (640, 480): False, (160, 96): False}
+    assert [m.forms for m in net] == [{2: True}, {2: True}, {2: False}, {2: False}]
     tuning.prepare_forms(net, 2)
-    assert sorted(calls) == [((160, 96), 2), ((640, 512), 2)]  # measured once per shape and row count
-    assert tuning.prepare_forms(net, tuning.FORM_MAX_ROWS + 1) == {(640, 512): False, (160, 96): False}  # a GEMM
+    assert sorted({c for c in calls if c[0] != (160, 96)}) == [((640, 480), 2), ((640, 512), 2)]  # measured once
+    assert len(calls) == 3  # one measuring pass set (over every layer, so the timings see a realistic cache)
+    assert tuning.prepare_forms(net, tuning.FORM_MAX_ROWS + 1) == {(640, 512): False, (640, 480): False,
+                                                                   (160, 96): False}  # a GEMM
 
 
 def test_the_environment_can_force_a_form(monkeypatch):
@@ -72,10 +76,13 @@ def test_the_environment_can_force_a_form(monkeypatch):
     assert tuning.prepare_forms(lin, 2) == {(640, 512): False}
 
 
-def test_a_real_measurement_decides_something_and_is_recorded():
-    lin = _linear(False, 1024, 1024)
-    choice = tuning.choose_form(lin.weight, 2)
+def test_a_real_measurement_decides_something_and_is_recorded(monkeypatch):
+    monkeypatch.delenv("JANUS_LINEAR_FORM", raising=False)
+    net = torch.nn.Sequential(*[_linear(False, 1024, 1024) for _ in range(3)])
+    (choice,) = tuning.prepare_forms(net, 2).values()
     assert isinstance(choice, bool) and tuning.measured_forms()[(1024, 1024, 2, torch.float32)] == choice
+    times = tuning._time_passes(list(net), 2)[(1024, 1024)]
+    assert all(t > 0 for t in times)
 
 
 def test_thread_tuner_picks_the_fastest_count_and_restores(monkeypatch):
@@ -95,8 +102,10 @@ def test_thread_tuner_picks_the_fastest_count_and_restores(monkeypatch):
             for _ in range(cost - 1):
                 next(clock)
             tuner.after()
-        assert seen[:4] == [2, 2, 1, 1] and set(seen[4:tuning.RETUNE_EVERY]) == {1}
-        assert seen[tuning.RETUNE_EVERY : tuning.RETUNE_EVERY + 2] == [2, 2]  # tried again, then back to 1
+        trial = tuning.TRIAL_STEPS
+        assert seen[: 2 * trial] == [2] * trial + [1] * trial and set(seen[2 * trial : tuning.RETUNE_EVERY]) == {1}
+        assert seen[tuning.RETUNE_EVERY : tuning.RETUNE_EVERY + trial] == [2] * trial  # tried again, then back to 1
+        assert seen[tuning.RETUNE_EVERY + trial] == 1
         assert seen[-1] == 1
         tuner.close()
         assert torch.get_num_threads() == 2

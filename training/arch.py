@@ -111,3 +111,86 @@ def build_vq(a: VQArch, with_encoder: bool = True):
 
 def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+@dataclass(frozen=True)
+class LMArch:
+    hidden_size: int = 256
+    num_layers: int = 6
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    intermediate_size: int = 704
+    vocab_size: int = 512  # the demo tokenizer's (text/tokenizer VOCAB_SIZE)
+    max_position_embeddings: int = 1024
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def lm_config(self):
+        from janus_core.config import LMConfig
+
+        return LMConfig(vocab_size=self.vocab_size, hidden_size=self.hidden_size,
+                        intermediate_size=self.intermediate_size, num_layers=self.num_layers,
+                        num_heads=self.num_heads, num_kv_heads=self.num_kv_heads,
+                        head_dim=self.hidden_size // self.num_heads, rms_norm_eps=self.rms_norm_eps,
+                        rope_theta=self.rope_theta, max_position_embeddings=self.max_position_embeddings)
+
+
+@dataclass(frozen=True)
+class VisionArch:
+    """A SigLIP-style tower, narrow, with 32 px patches: 384 px -> a 12 x 12 grid of 144 image positions."""
+
+    width: int = 128
+    depth: int = 2
+    heads: int = 2
+    patch: int = 32
+    mlp_hidden: int = 512
+    aligner_depth: int = 2  # Linear -> GELU -> Linear, as Janus's mlp_gelu projector
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def vision_config(self, hidden: int):
+        from janus_core.vision import VisionConfig
+
+        grid = 384 // self.patch
+        return VisionConfig(width=self.width, depth=self.depth, heads=self.heads, patch=self.patch,
+                            num_positions=grid * grid, mlp_hidden=self.mlp_hidden, layer_norm_eps=1e-6,
+                            pos_shape=(grid * grid, self.width),
+                            aligner_dims=(self.width,) + (hidden,) * self.aligner_depth)
+
+
+def _init_weights(module: torch.nn.Module, std: float = 0.02) -> None:
+    """Llama-style: linears and embeddings N(0, 0.02), biases 0 (norms keep their ones)."""
+    from janus_core.model import Linear
+
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (Linear, torch.nn.Linear)):
+                m.weight.normal_(0.0, std)
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, torch.nn.Embedding):
+                m.weight.normal_(0.0, std)
+
+
+def build_lm(a: LMArch, image_vocab: int, image_embed_dim: int):
+    """janus_core's JanusGenerator (Llama body, text table, image embedding / aligner / head), initialised."""
+    from janus_core.model import JanusGenerator
+
+    model = JanusGenerator(a.lm_config(), image_vocab, image_embed_dim)
+    _init_weights(model)
+    return model
+
+
+def build_understanding(v: VisionArch, a: LMArch):
+    """janus_core's UnderstandingModel (tower, aligner, text head), initialised."""
+    from janus_core.vision import UnderstandingModel
+
+    model = UnderstandingModel(v.vision_config(a.hidden_size), a.hidden_size, a.vocab_size)
+    _init_weights(model)
+    with torch.no_grad():
+        model.vision.pos_embed.normal_(0.0, 0.02)
+    return model

@@ -7,8 +7,9 @@ What makes a small Janus VQ learn on a CPU (../shared/reference/demo-model-notes
 - an autoencoder warm-up without the quantizer (on l2-normalised latents, the space the codes live in), then
   the codebook is set from encoder outputs, then the quantized phase with straight-through gradients, the
   codebook / commitment losses and dead-code restarts;
-- bfloat16 autocast on CPUs (about 1.6x faster here), a cosine learning-rate decay, and a last phase on whole
-  384 x 384 scenes so the attention layers see the 24 x 24 grid they decode at.
+- bfloat16 autocast on CPUs (about 1.6x faster here), a cosine learning-rate decay, and later phases on larger
+  crops and whole 384 x 384 scenes: GroupNorm and the attention layers must see the statistics and the 24 x 24
+  grid of whole images (trained on 64 px crops only, whole scenes decode with shifted colours).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def to_pixels(images: list[np.ndarray]) -> torch.Tensor:
 def crop_batch(rng: random.Random, batch: int, crop: int, per_scene: int = 4) -> torch.Tensor:
     """`batch` crops of `crop` px from drawn scenes, most of them centred near a shape's edge."""
     crops = []
+    per_scene = max(1, per_scene * 64 * 64 // (crop * crop))  # large crops: one per scene, for variety
     while len(crops) < batch:
         scene = random_scene(rng)
         img = render(scene)
@@ -81,13 +83,22 @@ def psnr(recon: torch.Tensor, target: torch.Tensor) -> float:
     return 10 * math.log10(1 / max(mse, 1e-10))
 
 
+def parse_phases(text: str) -> list[tuple[int, int, int]]:
+    """"0:64x32,2700:192x4" -> [(0, 64, 32), (2700, 192, 4)]: from step, crop size, batch."""
+    out = []
+    for part in text.split(","):
+        start, size = part.split(":")
+        crop, batch = size.split("x")
+        out.append((int(start), int(crop), int(batch)))
+    return sorted(out)
+
+
 def schedule(step: int, args) -> tuple[str, int, int]:
-    """(phase, crop, batch) of a step: warm-up (no quantizer), quantized crops, then whole scenes."""
-    if step < args.warmup_steps:
-        return "warmup", args.crop, args.batch
-    if step < args.steps - args.full_steps:
-        return "quantized", args.crop, args.batch
-    return "full", SIZE, args.full_batch
+    """(phase, crop, batch) of a step: warm-up (no quantizer) then quantized, on the crop size of `--phases`.
+    Larger crops later matter: GroupNorm's statistics over a 64 px crop differ from those over a whole scene,
+    which shows as colour shifts on whole images until the model has seen them."""
+    crop, batch = next((c, b) for start, c, b in reversed(parse_phases(args.phases)) if step >= start)
+    return ("warmup" if step < args.warmup_steps else "quantized"), crop, batch
 
 
 def learning_rate(step: int, args) -> float:
@@ -125,12 +136,12 @@ def restart_dead_codes(vq, usage: torch.Tensor, zn: torch.Tensor, gen: torch.Gen
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("training/runs/vq"))
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--warmup-steps", type=int, default=600, help="autoencoder steps before the quantizer")
-    p.add_argument("--full-steps", type=int, default=600, help="last steps on whole 384 x 384 scenes")
-    p.add_argument("--crop", type=int, default=64)
+    p.add_argument("--phases", default="0:64x32,2700:192x4,4500:384x2",
+                   help="from which step which crop size x batch (384 = whole scenes)")
+    p.add_argument("--crop", type=int, default=64, help="crop size of the codebook initialisation")
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--full-batch", type=int, default=2)
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--codes", type=int, default=VQArch.num_embeddings)
     p.add_argument("--seed", type=int, default=0)

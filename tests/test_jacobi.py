@@ -1,0 +1,196 @@
+"""Speculative Jacobi decoding (`sample_tokens(decoding="jacobi")`) makes the sequential sampler's tokens.
+
+- the same tokens over seeds, prompts, batch 1 and 4, cfg 1 and 5, temperature 1 / 0.7 / 0, top-k and top-p, with
+  and without keep_mask; any difference must be a floating-point near-tie (reported as the relative gap between
+  the two largest p / E at the first differing position);
+- teacher forcing: the logits that finalised each token equal those of one forward over the final sequence;
+- mutations: an off-by-one in the cache rollback, or a draft accepted while a draft to its left was wrong, fail.
+"""
+
+import pytest
+import torch
+
+from janus_core import JanusError, prepare_cond, sample_tokens
+from janus_core import sampler as sampler_mod
+from janus_core.model import KVCache
+from janus_core.sampler import _rows, position_tables
+from janus_core.sampling import cfg_mix, probabilities
+
+PROMPTS = ["a photo of a cat sitting on a red chair", "portrait of an old man with a hat"]
+NEAR_TIE = 1e-4  # relative gap between the two best p / E below which rounding may decide
+
+
+def _first_difference(a: torch.Tensor, b: torch.Tensor):
+    diff = (a.reshape(a.shape[0], -1) != b.reshape(b.shape[0], -1)).nonzero()
+    return None if len(diff) == 0 else (int(diff[0, 0]), int(diff[0, 1]))
+
+
+def teacher_forced_logits(lm, cond, tokens: torch.Tensor, cfg: float) -> torch.Tensor:
+    """CFG-mixed logits [B, 576, V] of every image position from one forward over prompt + the final tokens."""
+    model, b = lm.model, tokens.shape[0]
+    ids, pad = _rows(cond, b, lm.device)
+    p = ids.shape[1]
+    flat = tokens.reshape(b, -1)
+    total = p + flat.shape[1] - 1
+    cos, sin, key_valid, _ = position_tables(model.cfg, pad, p, total, lm.device, lm.dtype)
+    x = torch.cat([model.embed_text(ids), model.image_token_embeds(flat[:, :-1].repeat(2, 1))], dim=1)
+    causal = torch.ones(total, total, dtype=torch.bool).tril()
+    mask = causal[None, None] if key_valid is None else (causal[None] & (key_valid[:, None] | torch.eye(total,
+                                                                                                      dtype=torch.bool)))[:, None]
+    cache = KVCache(model.cfg, 2 * b, total, lm.device, lm.dtype)
+    with torch.inference_mode():
+        hidden = model.forward_hidden(x, cos, sin, cache, 0, mask)[:, p - 1 :]
+        return cfg_mix(model.image_logits(hidden).float(), b, cfg)
+
+
+def near_tie_gap(lm, cond, tokens, seed: int, image: int, position: int, cfg: float, temperature: float, top_k=0,
+                 top_p=1.0) -> float:
+    """The relative gap between the two largest p / E at `position` of `image`, given the sequential tokens."""
+    logits = teacher_forced_logits(lm, cond, tokens[image : image + 1], cfg)[0, position]
+    gen = torch.Generator().manual_seed(seed + image)
+    row = torch.empty(lm.model.image_vocab)
+    for _ in range(position + 1):
+        row.exponential_(1.0, generator=gen)
+    score = probabilities(logits[None], temperature, top_k, top_p)[0] / row
+    top = torch.topk(score, 2).values
+    return float((top[0] - top[1]) / top[0])
+
+
+CASES = [  # (batch, cfg, temperature, top_k, top_p, keep)
+    (1, 5.0, 1.0, 0, 1.0, False), (1, 1.0, 1.0, 0, 1.0, False), (1, 5.0, 0.7, 0, 1.0, False),
+    (1, 5.0, 0.0, 0, 1.0, False), (1, 5.0, 1.0, 50, 1.0, False), (1, 5.0, 0.7, 0, 0.9, False),
+    (1, 5.0, 1.0, 0, 1.0, True), (4, 5.0, 1.0, 0, 1.0, False), (4, 1.0, 0.7, 20, 0.95, False),
+    (4, 5.0, 0.7, 0, 1.0, True),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}-cfg{}-t{}-k{}-p{}{}".format(*c[:5], "-keep" * c[5]))
+def test_jacobi_makes_the_sequential_tokens(lm, case):
+    batch, cfg, temperature, top_k, top_p, keep = case
+    identical = total = 0
+    index = CASES.index(case)
+    for prompt, seed in ((PROMPTS[index % 2], index), (PROMPTS[(index + 1) % 2], 100 + index)):
+        cond = prepare_cond(lm, prompt)
+        kw = dict(seed=seed, batch_size=batch, cfg=cfg, temperature=temperature, top_k=top_k, top_p=top_p)
+        if keep:
+            init = torch.randint(0, lm.model.image_vocab, (1, 24, 24), generator=torch.Generator().manual_seed(seed))
+            mask = torch.zeros(1, 24, 24, dtype=torch.bool)
+            mask[:, :10] = True  # the top rows kept, the rest sampled
+            mask[:, :, :3] = True
+            kw.update(init_tokens=init, keep_mask=mask)
+        seq = sample_tokens(lm, cond, **kw, decoding="sequential")
+        jac = sample_tokens(lm, cond, **kw, decoding="jacobi", window=8)
+        assert jac.settings["decoding"] == "jacobi" and jac.settings["window"] == 8
+        assert seq.settings["forwards"] == 576 and 1 < jac.settings["forwards"] <= 576
+        if keep:
+            assert torch.equal(jac.tokens[mask.expand(batch, -1, -1)], init.expand(batch, -1, -1)[mask.expand(batch, -1, -1)])
+            assert jac.settings["forwards"] < 400  # kept positions are final before the run: fewer forwards
+        for i in range(batch):
+            total += 1
+            where = _first_difference(seq.tokens[i : i + 1], jac.tokens[i : i + 1])
+            if where is None:
+                identical += 1
+                continue
+            assert temperature > 0, f"greedy streams differ at {where}"
+            gap = near_tie_gap(lm, cond, seq.tokens, seed, i, where[1], cfg, temperature, top_k, top_p)
+            assert gap < NEAR_TIE, f"image {i} seed {seed} differs at {where[1]}, not a near-tie (gap {gap:.2e})"
+    assert identical >= total - 1, (identical, total)  # a difference is rare, and a near-tie (checked above)
+
+
+def test_windows_and_draft_inits_all_make_the_same_tokens(lm):
+    cond = prepare_cond(lm, PROMPTS[0])
+    ref = sample_tokens(lm, cond, seed=3, batch_size=2, decoding="sequential").tokens
+    for window, init in ((2, "up"), (4, "left"), (16, "random"), (32, "up")):
+        got = sample_tokens(lm, cond, seed=3, batch_size=2, decoding="jacobi", window=window, draft_init=init)
+        assert torch.equal(got.tokens, ref), (window, init)
+
+
+def _trace_run(lm, cond, **kw):
+    """Run jacobi, recording the logits that finalised each position."""
+    trace = {}
+    real = sampler_mod._jacobi_finalised
+
+    def record(n, a, logits):
+        for j in range(a):
+            trace[n + j] = logits[:, j].clone()
+        return real(n, a, logits)
+
+    sampler_mod._jacobi_finalised = record
+    try:
+        tokens = sample_tokens(lm, cond, decoding="jacobi", **kw)
+    finally:
+        sampler_mod._jacobi_finalised = real
+    return tokens, trace
+
+
+def _teacher_forcing_error(lm, cond, tokens, trace, cfg) -> float:
+    ref = teacher_forced_logits(lm, cond, tokens.tokens, cfg)
+    assert sorted(trace) == list(range(576))  # every position finalised exactly once
+    return max(float((trace[i] - ref[:, i]).abs().max()) for i in trace)
+
+
+def test_teacher_forcing_the_finalising_logits_equal_one_full_forward(lm):
+    cond = prepare_cond(lm, PROMPTS[1])
+    tokens, trace = _trace_run(lm, cond, seed=1, batch_size=2, cfg=5.0, temperature=0.7, window=8)
+    assert _teacher_forcing_error(lm, cond, tokens, trace, 5.0) < 1e-3
+
+
+def test_mutations_fail_the_checks(lm, monkeypatch):
+    """The checks above have teeth: a cache rollback off by one, or accepting a draft whose left neighbour was
+    wrong, is caught (by the teacher-forcing logits, and mostly by the tokens too)."""
+    cond = prepare_cond(lm, PROMPTS[1])
+    kw = dict(seed=1, batch_size=2, cfg=5.0, temperature=0.7, window=8)
+    seq = sample_tokens(lm, cond, **{k: v for k, v in kw.items() if k != "window"}, decoding="sequential")
+
+    def caught() -> bool:
+        tokens, trace = _trace_run(lm, cond, **kw)
+        if not torch.equal(tokens.tokens, seq.tokens):
+            return True
+        return _teacher_forcing_error(lm, cond, tokens, trace, 5.0) > 1e-3
+
+    assert not caught()  # the real implementation passes
+    # the window fed from the first unfinished position: the last final token's cache entry keeps a draft's keys
+    monkeypatch.setattr(sampler_mod, "window_start", lambda n: n)
+    assert caught()
+    monkeypatch.undo()
+    # the window written one cache position late (rotary and cache slots shifted by one)
+    real_forward = sampler_mod._Run.forward
+    monkeypatch.setattr(sampler_mod._Run, "forward", lambda self, tokens, pos: real_forward(self, tokens, pos + 1)
+                        if tokens.shape[1] > 1 else real_forward(self, tokens, pos))
+    assert caught()
+    monkeypatch.undo()
+    # every matching draft accepted, not only those whose left neighbours were all right
+    monkeypatch.setattr(sampler_mod, "accepted", lambda drafts, outputs: 1 + (drafts == outputs[:, : drafts.shape[1]])
+                        .long().sum(dim=1))
+    assert caught()
+
+
+def test_decoding_settings_are_checked(lm):
+    cond = prepare_cond(lm, PROMPTS[0])
+    for bad, name in ((dict(decoding="fast"), "decoding"), (dict(window=1), "window"), (dict(window=65), "window"),
+                      (dict(window=8.0), "window"), (dict(draft_init="zero"), "draft_init")):
+        with pytest.raises(JanusError, match=name) as exc:
+            sample_tokens(lm, cond, decoding=bad.pop("decoding", "jacobi"), **bad)
+        assert exc.value.input == name
+
+
+def test_progress_reports_final_tokens_and_cancel_stops_between_forwards(lm):
+    cond = prepare_cond(lm, PROMPTS[0])
+    ref = sample_tokens(lm, cond, seed=2, decoding="sequential").tokens.view(1, -1)
+    seen = []
+
+    def progress(done, total, so_far):
+        assert so_far.shape == (1, done) and torch.equal(so_far, ref[:, :done])  # only final tokens, all right
+        seen.append(done)
+
+    sample_tokens(lm, cond, seed=2, decoding="jacobi", progress=progress)
+    assert seen == sorted(seen) and seen[-1] == 576 and len(seen) < 576
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) == 3
+
+    with pytest.raises(JanusError, match="cancelled after"):
+        sample_tokens(lm, cond, seed=2, decoding="jacobi", should_cancel=cancel)
+    assert len(calls) == 3

@@ -1,0 +1,255 @@
+"""Stage 2 of the demo model: the language model (both halves) and the understanding tower, on drawn scenes.
+
+    python training/train_lm.py --vq training/runs/vq/checkpoint.pt --out training/runs/lm   # resumes
+
+1. The token pool: `--pool` scenes drawn from fixed seeds, encoded by the stage-1 VQ encoder (janus_core's own
+   `encode_pixels`, the path `encode` runs), in shards of 500 written as they are made (a stopped run keeps them).
+2. Training, each step on both halves:
+   - text-to-image: the prompt template with the scene's caption (a part of it one time in five, the
+     unconditional row of the sampler - BOS, pads, `<begin_of_image>` - one time in ten: what makes CFG work),
+     then the scene's 576 tokens, the loss on the tokens (generation head);
+   - understanding: a fresh scene through the official preprocessing and the tower + aligner into the
+     understanding prompt, a question about it, the loss on the answer (text head).
+   Prompts are made by janus_core's own functions (render_prompt, understanding_prompt_ids), so training sees
+   the token ids inference makes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common import Progress, load_checkpoint, pick_device, save_checkpoint, set_threads, step_rng  # noqa: I001
+from arch import LMArch, VQArch, VisionArch, build_lm, build_understanding, build_vq, parameter_count
+from scenes import question_answers, random_scene, render
+from text import EOS, build_tokenizer, training_caption
+
+from janus_core.model import KVCache, rope_tables
+from janus_core.prompt import PromptTokenizer, render_prompt
+from janus_core.understand import preprocess_image, understanding_prompt_ids
+from janus_core.vision import ImagePreprocess
+
+SHARD = 500
+GRID_TOKENS = 576
+UNCOND_RATE = 0.1
+
+
+# ---- the token pool ----------------------------------------------------------------------------------------------
+
+def scene_of(seed: int, index: int):
+    return random_scene(random.Random(seed * 7_919 + index))
+
+
+def load_vq(path: Path, device):
+    state = load_checkpoint(path)
+    if state is None:
+        raise SystemExit(f"no VQ checkpoint at {path}: run training/train_vq.py first")
+    arch = VQArch(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()})
+    vq = build_vq(arch)
+    vq.load_state_dict(state["model"])
+    return vq.to(device).eval(), arch
+
+
+@torch.inference_mode()
+def build_pool(vq, out: Path, size: int, seed: int, device) -> torch.Tensor:
+    """int16 [size, 576] tokens of scenes 0..size-1 (resumable: finished shards are kept)."""
+    out.mkdir(parents=True, exist_ok=True)
+    shards = []
+    progress = Progress("pool", size, every=SHARD)
+    for s0 in range(0, size, SHARD):
+        path = out / f"shard_{s0 // SHARD:05d}.pt"
+        n = min(SHARD, size - s0)
+        state = load_checkpoint(path)
+        if state is None or state["tokens"].shape[0] != n or state["seed"] != seed:
+            tokens = torch.empty((n, GRID_TOKENS), dtype=torch.int16)
+            for b0 in range(0, n, 8):
+                imgs = [render(scene_of(seed, s0 + i)) for i in range(b0, min(n, b0 + 8))]
+                pixels = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
+                tokens[b0 : b0 + len(imgs)] = vq.encode_pixels(pixels).reshape(len(imgs), -1).to(torch.int16).cpu()
+                progress(s0 + b0 + len(imgs))
+            save_checkpoint(path, {"tokens": tokens, "seed": seed})
+            state = {"tokens": tokens}
+        shards.append(state["tokens"])
+    return torch.cat(shards)
+
+
+# ---- batches -------------------------------------------------------------------------------------------------
+
+class Texts:
+    """Prompt ids exactly as janus_core makes them (its tokenizer wrapper and templates)."""
+
+    def __init__(self, tokenizer_path: Path):
+        self.tok = PromptTokenizer(tokenizer_path)
+        self.eos = self.tok.tok.token_to_id(EOS)
+        self.shim = SimpleNamespace(tokenizer=self.tok, prompt_format="pro", identity=SimpleNamespace(name="demo"))
+
+    def generation(self, text: str, uncond: bool) -> list[int]:
+        ids = self.tok.encode(render_prompt(text, "pro"))
+        if uncond:  # the sampler's unconditional row for an empty negative prompt
+            ids = [ids[0]] + [self.tok.pad_id] * (len(ids) - 2) + [ids[-1]]
+        return ids
+
+    def understanding(self, question: str, image_tokens: int) -> list[int]:
+        return understanding_prompt_ids(self.shim, question, image_tokens)
+
+    def answer(self, text: str) -> list[int]:
+        return self.tok.tok.encode(text, add_special_tokens=False).ids + [self.eos]
+
+
+def generation_batch(rng: random.Random, pool: torch.Tensor, seed: int, texts: Texts, batch: int):
+    rows = []
+    for _ in range(batch):
+        k = rng.randrange(pool.shape[0])
+        scene = scene_of(seed, k)
+        uncond = rng.random() < UNCOND_RATE
+        rows.append((texts.generation(training_caption(scene, rng), uncond), pool[k].long()))
+    return rows
+
+
+def understanding_batch(rng: random.Random, texts: Texts, batch: int, prep: ImagePreprocess, n_image: int):
+    rows, pixels = [], []
+    for _ in range(batch):
+        scene = random_scene(rng)
+        question, answer = rng.choice(question_answers(scene))
+        rows.append((texts.understanding(question, n_image), texts.answer(answer)))
+        from PIL import Image
+
+        pixels.append(preprocess_image(Image.fromarray(render(scene)), prep))
+    return rows, torch.stack(pixels)
+
+
+def run_decoder(lm, x: torch.Tensor) -> torch.Tensor:
+    """Hidden states of inputs x [B, T, H] from position 0, causal (janus_core's decoder, SDPA's causal kernel)."""
+    b, t, _ = x.shape
+    cache = KVCache(lm.cfg, b, t, x.device, x.dtype)
+    cos, sin = (u[None, None] for u in rope_tables(lm.cfg, torch.arange(t, device=x.device), x.dtype))
+    return lm.forward_hidden(x, cos, sin, cache, 0, "causal")
+
+
+def generation_loss(lm, rows, device) -> torch.Tensor:
+    hidden_size = lm.cfg.hidden_size
+    longest = max(len(p) for p, _ in rows)
+    t = longest + GRID_TOKENS - 1
+    x = torch.zeros((len(rows), t, hidden_size), device=device)
+    targets = torch.stack([tok for _, tok in rows]).to(device)
+    picks = torch.empty((len(rows), GRID_TOKENS), dtype=torch.long, device=device)
+    for r, (prompt, _) in enumerate(rows):
+        p = len(prompt)
+        x[r, :p] = lm.embed_text(torch.tensor(prompt, device=device)).float()
+        picks[r] = torch.arange(p - 1, p - 1 + GRID_TOKENS, device=device)
+    # rows are right-padded with zeros: the causal mask keeps the padding out of every real position
+    images = lm.image_token_embeds(targets[:, :-1])
+    for r, (prompt, _) in enumerate(rows):
+        x[r, len(prompt) : len(prompt) + GRID_TOKENS - 1] = images[r].float()
+    hidden = run_decoder(lm, x)
+    hidden = hidden.gather(1, picks[..., None].expand(-1, -1, hidden_size))
+    logits = lm.image_logits(hidden).float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def understanding_loss(lm, und, rows, pixels, image_id: int, device) -> torch.Tensor:
+    hidden_size = lm.cfg.hidden_size
+    seqs = [prompt + answer for prompt, answer in rows]
+    t = max(len(s) for s in seqs) - 1
+    ids = torch.zeros((len(rows), t), dtype=torch.long, device=device)
+    targets = torch.full((len(rows), t), -100, dtype=torch.long, device=device)
+    for r, (prompt, answer) in enumerate(rows):
+        seq = torch.tensor(prompt + answer, device=device)
+        ids[r, : len(seq) - 1] = seq[:-1]
+        targets[r, len(prompt) - 1 : len(seq) - 1] = seq[len(prompt) :]
+    x = lm.embed_text(ids).float()
+    features = und.image_features(pixels.to(device)).float()  # [B, N, H]
+    mask = ids == image_id
+    x = x.masked_scatter(mask[..., None].expand(-1, -1, hidden_size), features.reshape(-1, hidden_size))
+    hidden = run_decoder(lm, x)
+    logits = und.text_logits(hidden).float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+
+
+def learning_rate(step: int, args) -> float:
+    ramp = min(1.0, (step + 1) / 200)
+    return args.lr * ramp * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--vq", type=Path, default=Path("training/runs/vq/checkpoint.pt"))
+    p.add_argument("--out", type=Path, default=Path("training/runs/lm"))
+    p.add_argument("--pool", type=int, default=20000, help="scenes encoded once for text-to-image training")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--gen-batch", type=int, default=8)
+    p.add_argument("--und-batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-amp", dest="amp", action="store_false")
+    p.add_argument("--pool-only", action="store_true", help="encode the pool and stop")
+    args = p.parse_args(argv)
+    set_threads(args.threads)
+    device = pick_device(args.device)
+    vq, vq_arch = load_vq(args.vq, device)
+    pool = build_pool(vq, args.out / "pool", args.pool, args.seed, device)
+    if args.pool_only:
+        return 0
+    tokenizer_path = build_tokenizer(args.out / "tokenizer.json")
+    texts = Texts(tokenizer_path)
+    lm_arch, vis_arch = LMArch(vocab_size=max(texts.tok.max_id + 1, LMArch.vocab_size)), VisionArch()
+    torch.manual_seed(args.seed)
+    lm = build_lm(lm_arch, vq_arch.num_embeddings, vq_arch.embed_dim)
+    with torch.no_grad():  # image-token embeddings start from the codebook itself: neighbours in code space
+        lm.gen_embed.weight.copy_(F.normalize(vq.quantize.embedding.weight.float().cpu(), dim=-1))
+    und = build_understanding(vis_arch, lm_arch)
+    lm.to(device)
+    und.to(device)
+    params = [q for q in list(lm.parameters()) + list(und.parameters()) if q.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
+    ckpt_path = args.out / "checkpoint.pt"
+    state = load_checkpoint(ckpt_path)
+    start = 0
+    if state is not None:
+        lm.load_state_dict(state["lm"])
+        und.load_state_dict(state["und"])
+        opt.load_state_dict(state["optimizer"])
+        start = state["step"]
+        print(f"resuming {ckpt_path} at step {start}")
+    print(f"LM {parameter_count(lm) / 1e6:.2f} M, understanding {parameter_count(und) / 1e6:.2f} M parameters, "
+          f"{lm_arch}, {vis_arch}, on {device}")
+    prep = ImagePreprocess()
+    n_image = vis_arch.vision_config(lm_arch.hidden_size).num_positions
+    image_id = texts.tok.tok.token_to_id("<image_placeholder>")
+    progress = Progress("lm", args.steps, start)
+    recent: list[tuple[float, float]] = []
+    for step in range(start, args.steps):
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(step, args)
+        rng = step_rng(args.seed, step)
+        gen_rows = generation_batch(rng, pool, args.seed, texts, args.gen_batch)
+        und_rows, pixels = understanding_batch(rng, texts, args.und_batch, prep, n_image)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+            gen = generation_loss(lm, gen_rows, device)
+            und_loss = understanding_loss(lm, und, und_rows, pixels, image_id, device)
+        loss = gen + und_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        recent = (recent + [(gen.item(), und_loss.item())])[-20:]
+        progress(step + 1, gen=sum(r[0] for r in recent) / len(recent), und=sum(r[1] for r in recent) / len(recent))
+        if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
+            save_checkpoint(ckpt_path, {"lm": lm.state_dict(), "und": und.state_dict(), "optimizer": opt.state_dict(),
+                                        "step": step + 1, "lm_arch": lm_arch.as_dict(), "vision_arch": vis_arch.as_dict(),
+                                        "vq_arch": vq_arch.as_dict()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
