@@ -148,7 +148,7 @@ def sample_tokens(
     should_cancel: Callable[[], bool] | None = None,
     compile: bool = False,
     threads: int | None = None,
-    decoding: str = "sequential",
+    decoding: str = "auto",
     window: int = DEFAULT_WINDOW,
     draft_init: str = "up",
 ) -> JanusTokens:

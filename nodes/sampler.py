@@ -14,7 +14,7 @@ from ..janus_core import (
     sample_tokens,
     token_preview,
 )
-from ..janus_core.sampler import check_cond, check_sampling_memory
+from ..janus_core.sampler import DEFAULT_WINDOW, auto_decoding, check_cond, check_sampling_memory, decoding_settings
 from ..janus_core.validate import sampler_settings
 from ..janus_core.vq import check_tokens
 from . import events, host, models
@@ -133,12 +133,23 @@ class JanusARSampler:
                 "mask": ("MASK", {"tooltip": "Which part to regenerate, any size (resampled to the 24x24 token "
                                              "grid, centre square): >= 0.5 (white) = regenerate, < 0.5 = keep the "
                                              "init token. Needs init_tokens."}),
+                # added last and optional: workflows saved before it run unchanged (as "auto")
+                "decoding": (["auto", "sequential", "jacobi"], {
+                    "default": "auto",
+                    "tooltip": "How the tokens are computed; the tokens are the same either way (up to rare "
+                               "floating-point near-ties). jacobi: speculative Jacobi decoding, each forward "
+                               "guesses 16 positions and keeps those the model confirms, with the sampler's own "
+                               "random numbers fixed per position: the same image in fewer forwards (kept mask "
+                               "regions are free). sequential: one forward per token (the reference procedure). "
+                               "auto: jacobi where it was measured faster (the CPU), else sequential."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     def sample(self, lm, cond, seed, batch_size, cfg, temperature, top_k, top_p, init_tokens=None, mask=None,
-               unique_id=None):
+               decoding="auto", unique_id=None):
+        with for_input(NODE, "decoding"):
+            decoding_settings(decoding, DEFAULT_WINDOW, "up")
         with for_input(NODE, "cond"):
             check_cond(lm, cond)
             settings = sampler_settings(seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature,
@@ -161,7 +172,9 @@ class JanusARSampler:
                 if t.shape[0] not in (1, batch_size):
                     raise input_error(NODE, name, f"has batch {t.shape[0]}; expected 1 or batch_size {batch_size}.")
         with for_input(NODE, "batch_size"):  # refuse a batch that cannot fit before moving the model
-            check_sampling_memory(lm, batch_size, max(len(cond.cond_ids), len(cond.uncond_ids)))
+            jacobi = decoding == "jacobi" or (decoding == "auto" and auto_decoding(lm) == "jacobi")
+            check_sampling_memory(lm, batch_size, max(len(cond.cond_ids), len(cond.uncond_ids)),
+                                  DEFAULT_WINDOW if jacobi else 1)
 
         models.ensure_on_device(lm)
         palette, _ = models.palette_for(lm.identity.as_dict(), lm.model.image_vocab)
@@ -169,7 +182,7 @@ class JanusARSampler:
         state, failure = "error", None
         try:
             tokens = sample_tokens(lm, cond, **settings, init_tokens=init, keep_mask=keep, progress=progress,
-                                   progress_every=PROGRESS_EVERY, should_cancel=host.interrupted)
+                                   progress_every=PROGRESS_EVERY, should_cancel=host.interrupted, decoding=decoding)
             state = "success"
         except GenerationCancelled as exc:
             state, failure = "cancelled", str(exc)

@@ -20,7 +20,7 @@ DYNAMIC_COMBOS = {("JanusARLoader", "model"), ("JanusARLoadTokens", "file")}
 EXPECTED_WIDGETS = {  # DESIGN.md, in order (None = the extra control_after_generate value)
     "JanusARLoader": ["model", "dtype", "device", "quantize"],
     "JanusARPrompt": ["prompt", "negative_prompt"],
-    "JanusARSampler": ["seed", None, "batch_size", "cfg", "temperature", "top_k", "top_p"],
+    "JanusARSampler": ["seed", None, "batch_size", "cfg", "temperature", "top_k", "top_p", "decoding"],
     "JanusARDecode": [], "JanusAREncode": [], "JanusARTokenMap": [], "JanusARTokensInfo": [],
     "JanusARSaveTokens": ["filename_prefix"], "JanusARLoadTokens": ["file"],
     "JanusARDescribe": ["question", "seed", None, "temperature", "top_p", "max_new_tokens"],

@@ -27,11 +27,12 @@ def test_progress_preview_cancel_and_next_run(editor, tiny_models, monkeypatch):
 
     monkeypatch.setattr(nodes.sampler, "_Progress", Spy)
     t0 = time.perf_counter()
-    first = _run(nodes, lm, cond)
+    first = _run(nodes, lm, cond, decoding="sequential")
     elapsed = time.perf_counter() - t0
     assert first.tokens.shape == (1, 24, 24) and first.seeds == [5]
     steps = [p[0] for p in rec.progress]
     assert steps == list(range(4, 577, 4)) and all(p[1] == 576 for p in rec.progress)
+    assert first.settings["decoding"] == "sequential" and first.settings["forwards"] == 576
     previews = [p[2] for p in rec.progress if p[2] is not None]
     assert previews and previews[-1][0] == "JPEG" and previews[-1][2] == 384  # the box the editor fits (and labels) it in
     assert previews[-1][1].size == (384, 384) and previews[-1][1].mode == "RGB"
@@ -50,9 +51,16 @@ def test_progress_preview_cancel_and_next_run(editor, tiny_models, monkeypatch):
     assert [m["state"] for e, m in rec.messages if e == "janus.sampler.status"][-1] == "cancelled"
     assert ("soft_empty_cache", True) in rec.calls
 
-    # the next queue runs normally and gives the same tokens
+    # the next queue runs normally and gives the same tokens; the default (auto: jacobi on the CPU) too, in fewer
+    # forwards, its progress counting final tokens
     rec.interrupt_at = None
-    assert torch.equal(_run(nodes, lm, cond).tokens, first.tokens)
+    assert torch.equal(_run(nodes, lm, cond, decoding="sequential").tokens, first.tokens)
+    rec.progress.clear()
+    fast = _run(nodes, lm, cond)
+    assert torch.equal(fast.tokens, first.tokens)
+    assert fast.settings["decoding"] == "jacobi" and fast.settings["forwards"] < 576
+    steps = [p[0] for p in rec.progress]
+    assert steps == sorted(set(steps)) and steps[-1] == 576 and len(steps) <= 576 // 4
 
 
 def test_cancel_through_processing_interrupted_without_progress_hook(editor, tiny_models):

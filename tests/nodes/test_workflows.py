@@ -135,7 +135,7 @@ def test_broken_workflows_are_reported(node_defs):
     ui["links"][2][5] = "IMAGE"  # prompt -> sampler cond
     ui["nodes"][0]["type"] = "JanusModelLoader"  # another pack's id
     problems = "\n".join(check_workflow(ui, node_defs))
-    assert "6 widget values, definition has 7" in problems
+    assert "6 widget values, definition has 8" in problems  # 7 required + the optional decoding
     assert "unknown type JanusModelLoader" in problems
     assert "saved as IMAGE" in problems
 
