@@ -135,7 +135,9 @@ def cmd_generate(args) -> int:
                     else f"tokens_{first:05d}.safetensors")
             print(save_tokens(tokens, out.path / name))
     run = tokens.settings
-    how = f"jacobi, window {run['window']}" if run["decoding"] == "jacobi" else "sequential"
+    how = "sequential"
+    if run["decoding"] == "jacobi":
+        how = f"jacobi, window {run['window']}" + (", one-token steps where the window did not pay" * run["adaptive"])
     print(f"{batch} image{'s' * (batch > 1)}: 576 tokens each in {run['forwards']} forwards ({how})", file=sys.stderr)
     return 0
 

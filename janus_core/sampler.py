@@ -13,6 +13,7 @@ loop (`torch.manual_seed(s)` + `torch.multinomial(probs, 1)` per step) on the CP
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 
 import torch
@@ -22,7 +23,7 @@ from .memory import check_fits, sampling_bytes
 from .model import KVCache, rope_tables
 from .payloads import GRID, NUM_IMAGE_TOKENS, JanusCond, JanusLM, JanusTokens
 from .sampling import cfg_mix, draw, fill_noise, probabilities
-from .tuning import ThreadTuner, prepare_forms
+from .tuning import ThreadTuner, WidthChooser, prepare_forms
 from .validate import integer, sampler_settings
 
 ProgressFn = Callable[[int, int, torch.Tensor], None]  # (step done, total, tokens so far [B, step])
@@ -123,11 +124,12 @@ DEFAULT_WINDOW = 16  # Jacobi window; see auto_decoding and benchmarks/README.md
 DRAFT_INITS = ("up", "left", "random")
 
 
-def auto_decoding(lm: JanusLM) -> str:
-    """What decoding="auto" runs: Jacobi wherever it was measured faster than the sequential loop (it makes the same
-    tokens, up to floating-point near-ties). Measured on CPUs (benchmarks/README.md): yes. CUDA is not measured
-    yet, so the sequential loop, which a CUDA graph captures, stays its default."""
-    return "jacobi" if lm.device.type == "cpu" else "sequential"
+def auto_decoding(lm: JanusLM, compile: bool = False) -> str:
+    """What decoding="auto" runs. On the CPU, eager: Jacobi with the window chosen forward by forward from the
+    loop's own timings (`tuning.WidthChooser`: window forwards where they pay, one-token steps where they do not,
+    e.g. on random weights); both make the same tokens. CUDA is not measured yet, and a compiled step has one
+    fixed shape: the sequential loop there."""
+    return "jacobi" if lm.device.type == "cpu" and not compile else "sequential"
 
 
 @torch.inference_mode()
@@ -161,8 +163,9 @@ def sample_tokens(
     `decoding`: "sequential" (one forward per token), "jacobi" (speculative Jacobi decoding over a window of
     `window` positions, with the sampler's own noise fixed per position: the same tokens in fewer forwards, up to
     floating-point near-ties; `draft_init` says how a position entering the window is first guessed: the token
-    one row up, the left neighbour, or a random code), or "auto" (`auto_decoding`). The settings record the
-    decoding, the window and the forwards used.
+    one row up, the left neighbour, or a random code), or "auto" (`auto_decoding`: on the CPU, Jacobi with
+    one-token steps wherever the window does not pay, timed as it runs). The settings record the decoding, the
+    window, whether it adapted and the forwards used.
     """
     settings = sampler_settings(seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature, top_k=top_k,
                                 top_p=top_p)
@@ -174,8 +177,10 @@ def sample_tokens(
     decoding, window, draft_init = decoding_settings(decoding, window, draft_init)
     check_cond(lm, cond)
     model, cfg_lm, device = lm.model, lm.model.cfg, lm.device
-    if decoding == "auto":
-        decoding = auto_decoding(lm)
+    adaptive = decoding == "auto"
+    if adaptive:
+        decoding = auto_decoding(lm, compile)
+    adaptive = adaptive and decoding == "jacobi"
     width = window if decoding == "jacobi" else 1
     init, keep = check_init(init_tokens, keep_mask, batch_size, model.image_vocab)
     prompt_len = max(len(cond.cond_ids), len(cond.uncond_ids))
@@ -196,7 +201,8 @@ def sample_tokens(
     cos, sin, key_valid, prefill_mask = position_tables(cfg_lm, pad, prompt_len, cache_len, device, lm.dtype)
 
     if device.type == "cpu":
-        prepare_forms(model, rows * width)  # the decode products' form, measured here (before any compile)
+        for r in {rows * width, rows} if adaptive else {rows * width}:
+            prepare_forms(model, r)  # the decode products' form, measured here (before any compile)
     decoder = None
     if compile:
         decoder = static_decoder(lm, rows, cache_len, width)
@@ -214,7 +220,7 @@ def sample_tokens(
         hidden = model.forward_hidden(model.embed_text(ids), cos[:, :, :prompt_len], sin[:, :, :prompt_len],
                                       cache, 0, prefill_mask)[:, -1]
         if decoding == "jacobi":
-            out, forwards = _jacobi_loop(run, hidden, window, draft_init, tuner)
+            out, forwards = _jacobi_loop(run, hidden, window, draft_init, tuner, WidthChooser(window, adaptive))
         else:
             out, forwards = _sequential_loop(run, hidden, tuner)
         ok = True
@@ -231,7 +237,7 @@ def sample_tokens(
         settings={"cfg": cfg, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                   "batch_size": batch_size, "seed": seed, "partial": keep is not None,
                   "quantize": lm.quantize, "decoding": decoding, "window": window if decoding == "jacobi" else None,
-                  "forwards": forwards},
+                  "adaptive": adaptive, "forwards": forwards},
         model=lm.identity.as_dict(),
         prompt=cond.prompt,
     )
@@ -341,15 +347,17 @@ def _jacobi_finalised(n: int, a: int, logits: torch.Tensor) -> None:
     teacher-forcing test records them)."""
 
 
-def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str,
-                 tuner: ThreadTuner) -> tuple[torch.Tensor, int]:
+def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, tuner: ThreadTuner,
+                 chooser: WidthChooser) -> tuple[torch.Tensor, int]:
     """Speculative Jacobi decoding with the sampler's own noise (see `sample_tokens`).
 
     Noise: every position's Exp(1) row is drawn from the image's generator when the position enters the window,
     in position order, i.e. exactly the rows the sequential loop draws, so token i is the same function of the
     tokens before it in both loops. Only the window's rows exist at a time (a ring of `window` rows).
     Batches run in lockstep: the frontier advances by the smallest accepted count of the batch (an image that
-    accepted more keeps its right tokens as drafts, which its next forward confirms)."""
+    accepted more keeps its right tokens as drafts, which its next forward confirms).
+    `chooser` may run some forwards one token wide (decoding="auto"): that is the sequential step exactly (the
+    last final token in, the next token out), and the drafts to its right wait for the next window forward."""
     b, model, device, n_tok = run.batch, run.model, run.device, NUM_IMAGE_TOKENS
     vocab = model.image_vocab
     out = torch.empty((b, n_tok), dtype=torch.long, device=device)
@@ -389,27 +397,37 @@ def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str,
     out[:, 0] = known[:, 0] = first
     n, forwards, reported = 1, 1, run.report(1, out, 0)
     guess(1, window - 1)
+    filled = window  # positions below this hold a final token or a draft
+    tuners = {window: tuner}  # thread counts are tuned per width: a window step and a one-token step differ
     while n < n_tok:
-        tuner.before()
+        w = chooser.width()
+        step_tuner = tuners.setdefault(w, ThreadTuner(device, None) if tuner.active else tuner)
+        step_tuner.before()
+        t0 = time.perf_counter()
         start = window_start(n)
-        hidden = run.forward(known[:, start : start + window], run.prompt_len + start)  # [2B, W, H]
+        hidden = run.forward(known[:, start : start + w], run.prompt_len + start)  # [2B, w, H]
         forwards += 1
-        logits = cfg_mix(model.image_logits(hidden).float(), b, run.cfg)  # [B, W, V]: positions n .. n + W - 1
+        logits = cfg_mix(model.image_logits(hidden).float(), b, run.cfg)  # [B, w, V]: positions n .. n + w - 1
         draw_noise(n + window)
-        positions = n + offsets
+        positions = n + offsets[:w]
         ring = None if noise is None else noise[:, positions % window]
         outputs = run.pick(logits, ring)
         if run.keep is not None:
             inside = positions.clamp(max=n_tok - 1)
             outputs = torch.where(run.keep[:, inside], run.init[:, inside], outputs)
-        a = min(int(accepted(known[:, n : n + window - 1], outputs).min()), n_tok - n)
+        a = min(int(accepted(known[:, n : n + w - 1], outputs).min()), n_tok - n)
         _jacobi_finalised(n, a, logits)
         out[:, n : n + a] = outputs[:, :a]
-        known[:, n : n + window] = outputs  # finals, then this forward's outputs as the next drafts
+        known[:, n : n + w] = outputs  # finals, then this forward's outputs as the next drafts
         n += a
-        guess(n - a + window, n + window - 2)
+        guess(max(filled, n - a + w), n + window - 2)  # every position up to n + window - 2 holds a draft
+        filled = max(filled, n - a + w, n + window - 1)
         reported = run.report(n, out, reported)
-        tuner.after()
+        chooser.record(w, time.perf_counter() - t0, a)
+        step_tuner.after()
+    for extra in tuners.values():
+        if extra is not tuner:
+            extra.close()
     return out, forwards
 
 

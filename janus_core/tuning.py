@@ -18,6 +18,11 @@ slower (benchmarks/README.md, "Decode products"). So:
   under each candidate thread count (all cores, half of them, one), keeps the fastest and tries the others
   again every RETUNE_EVERY steps. Thread counts do not change the results (torch's CPU products give the same
   bits on any thread count; `tests/test_tuning.py` checks the tokens), so this only changes speed.
+- **Jacobi window** (`WidthChooser`, decoding="auto"): a window forward costs more than a one-token forward (how
+  much depends on the machine, the dtype and the model), and what it gains depends on how many drafts the model
+  confirms (many on a trained model, almost none on random weights). The loop times both widths on its own
+  steps, cost = seconds per final token, keeps the cheaper and tries the other again later. Both widths make
+  the same tokens, so this too only changes speed.
 """
 
 from __future__ import annotations
@@ -154,9 +159,9 @@ class ThreadTuner:
                     self.times[c] = []
             self.trial = [c for c in self.candidates if c != self.best for _ in range(TRIAL_STEPS)]
         want = self.trial[0] if self.trial else self.best
-        if want != self.current:
+        if want != torch.get_num_threads():  # (another tuner of the same loop may have changed it)
             torch.set_num_threads(want)
-            self.current = want
+        self.current = want
         self.t0 = time.perf_counter()
 
     def after(self) -> None:
@@ -177,3 +182,58 @@ class ThreadTuner:
 
     def close(self) -> None:
         torch.set_num_threads(self.saved)
+
+
+WIDTH_TRIAL = 3  # forwards timed per width in a trial
+WIDTH_RETRY = 48  # final tokens before the losing width is tried again (doubled after each loss in a row)
+
+
+class WidthChooser:
+    """Chooses, forward by forward, between the Jacobi window and one-token (sequential) steps of one loop.
+
+    `width()` says what the next forward runs; `record(width, seconds, accepted)` reports it. A trial times
+    WIDTH_TRIAL forwards of each width (the window first); cost = seconds / final tokens over a width's last
+    trial forwards; the other width replaces the incumbent only when SWITCH_GAIN cheaper. The loser is tried
+    again after WIDTH_RETRY final tokens, twice as long after each further loss, so a run where one width always
+    wins spends few forwards on the other. `active=False` always answers `window`."""
+
+    def __init__(self, window: int, active: bool = True):
+        self.window, self.active = window, active
+        self.best = window
+        self.trial = [window] * WIDTH_TRIAL + [1] * WIDTH_TRIAL if active else []
+        self.runs: dict[int, list[tuple[float, int]]] = {window: [], 1: []}
+        self.tokens = 0
+        self.next_retry = 0
+        self.retry = WIDTH_RETRY
+        self.used = {window: 0, 1: 0}  # forwards per width (reported)
+
+    def width(self) -> int:
+        if not self.active:
+            return self.window
+        if not self.trial and self.tokens >= self.next_retry:
+            other = 1 if self.best == self.window else self.window
+            self.runs[other] = []
+            self.trial = [other] * WIDTH_TRIAL
+        return self.trial[0] if self.trial else self.best
+
+    def cost(self, width: int) -> float:
+        runs = self.runs[width]
+        return sum(t for t, _ in runs) / max(1, sum(a for _, a in runs)) if runs else float("inf")
+
+    def record(self, width: int, seconds: float, accepted: int) -> None:
+        self.used[width] += 1
+        self.tokens += accepted
+        if not self.active:
+            return
+        runs = self.runs[width]
+        runs.append((seconds, accepted))
+        del runs[:-WIDTH_TRIAL]
+        if self.trial:
+            self.trial.pop(0)
+            if not self.trial:
+                other = 1 if self.best == self.window else self.window
+                if self.cost(other) < SWITCH_GAIN * self.cost(self.best):
+                    self.best, self.retry = other, WIDTH_RETRY
+                else:
+                    self.retry *= 2
+                self.next_retry = self.tokens + self.retry

@@ -194,3 +194,53 @@ def test_progress_reports_final_tokens_and_cancel_stops_between_forwards(lm):
     with pytest.raises(JanusError, match="cancelled after"):
         sample_tokens(lm, cond, seed=2, decoding="jacobi", should_cancel=cancel)
     assert len(calls) == 3
+
+
+def test_auto_mixes_window_and_one_token_steps_and_keeps_the_tokens(lm, monkeypatch):
+    """decoding="auto" may switch between window forwards and one-token steps at any forward: a chooser that
+    switches at random (fixed seed) still makes the sequential tokens, with and without kept positions."""
+    import random
+
+    used = []
+
+    class RandomWidths(sampler_mod.WidthChooser):
+        def __init__(self, window, active=True):
+            super().__init__(window, active)
+            self.rng = random.Random(7)
+
+        def width(self):
+            w = self.rng.choice([1, 1, self.window])
+            used.append(w)
+            return w
+
+    monkeypatch.setattr(sampler_mod, "WidthChooser", RandomWidths)
+    cond = prepare_cond(lm, PROMPTS[0])
+    init = torch.randint(0, lm.model.image_vocab, (1, 24, 24), generator=torch.Generator().manual_seed(4))
+    mask = torch.zeros(1, 24, 24, dtype=torch.bool)
+    mask[:, 5:9] = True
+    for kw in (dict(temperature=1.0), dict(temperature=0.7, init_tokens=init, keep_mask=mask)):
+        seq = sample_tokens(lm, cond, seed=6, batch_size=2, decoding="sequential", **kw)
+        auto = sample_tokens(lm, cond, seed=6, batch_size=2, decoding="auto", window=6, **kw)
+        assert torch.equal(auto.tokens, seq.tokens)
+        assert auto.settings["decoding"] == "jacobi" and auto.settings["adaptive"]
+    assert {1, 6} <= set(used)
+
+
+def test_width_chooser_keeps_the_cheaper_width_and_rarely_tries_the_other():
+    from janus_core.tuning import WIDTH_TRIAL, WidthChooser
+
+    def simulate(window_seconds, window_accepts):
+        chooser, tokens = WidthChooser(16), 0
+        while tokens < 576:
+            w = chooser.width()
+            a = window_accepts if w == 16 else 1
+            chooser.record(w, window_seconds if w == 16 else 1.0, a)
+            tokens += a
+        return chooser
+
+    slow = simulate(3.0, 1)  # the window costs 3 one-token steps and confirms nothing (random weights)
+    assert slow.best == 1 and slow.used[16] <= 4 * WIDTH_TRIAL  # the first trial and a few retries, spaced out
+    fast = simulate(2.0, 6)  # the window costs 2 steps and confirms 6 tokens
+    assert fast.best == 16 and fast.used[1] <= 4 * WIDTH_TRIAL
+    fixed = WidthChooser(16, active=False)
+    assert fixed.width() == 16
