@@ -2,6 +2,7 @@
 
     python benchmarks/quant_fidelity.py --shape mini
     python benchmarks/quant_fidelity.py --shape pro1b-4L --variants bf16,int8,int4 --int4-groups 32,64,128
+    python benchmarks/quant_fidelity.py --model demo          # the bundled demo model: a model with structure
 
 Random weights (no download), spread like trained ones as tests/tiny_checkpoint.build_hf_model draws them:
 every matrix N(0, 1/fan_in) (unit-variance activations through every layer, as in a trained Llama), biases
@@ -35,6 +36,7 @@ from benchmarks.common import RESULTS, machine_info, md_table, write_outputs  # 
 VARIANTS = {"bf16": ("bfloat16", "none"), "int8": ("float32", "int8"), "int4": ("float32", "int4"),
             "int8@bf16": ("bfloat16", "int8"), "int4@bf16": ("bfloat16", "int4")}
 PROMPT = "a photo of a cat sitting on a red chair"
+DEMO_PROMPT = "a red circle on a blue background"
 CFG = 5.0
 
 
@@ -81,6 +83,8 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", default="mini", choices=[s for s in SHAPES if s not in ("pro1b", "pro7b")])
+    p.add_argument("--model", default=None, help="a checkpoint folder or 'demo' instead of random --shape weights")
+    p.add_argument("--prompt", default=None, help=f"default: {PROMPT!r} ({DEMO_PROMPT!r} with --model)")
     p.add_argument("--variants", default="bf16,int8,int4", help="comma list of " + ", ".join(VARIANTS))
     p.add_argument("--int4-groups", default="", help="also int4 with these group sizes (comma list), e.g. 32,64,128")
     p.add_argument("--head-scale", type=float, default=1.0,
@@ -99,21 +103,29 @@ def main(argv=None) -> int:
     runs = [(v, *VARIANTS[v], None) for v in args.variants.split(",") if v]
     runs += [(f"int4 g{g}", "float32", "int4", int(g)) for g in args.int4_groups.split(",") if g]
     results = []
+    prompt = args.prompt or (DEMO_PROMPT if args.model else PROMPT)
+    label = args.model or args.shape
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / args.shape
-        hf = build_hf_model(text={**SHAPES[args.shape], **COMMON_TEXT}, vq=SMALL_VQ, seed=0)
-        with torch.no_grad():
-            hf.model.generation_head.vision_head.weight.mul_(args.head_scale)
-            hf.model.generation_head.vision_head.bias.mul_(args.head_scale)
-        write_checkpoint(hf, folder)
-        del hf
+        if args.model:
+            from janus_core.hub import resolve_model
+
+            folder = resolve_model(args.model)
+        else:
+            folder = Path(tmp) / args.shape
+            hf = build_hf_model(text={**SHAPES[args.shape], **COMMON_TEXT}, vq=SMALL_VQ, seed=0)
+            with torch.no_grad():
+                hf.model.generation_head.vision_head.weight.mul_(args.head_scale)
+                hf.model.generation_head.vision_head.bias.mul_(args.head_scale)
+            write_checkpoint(hf, folder)
+            del hf
         ref = load_generator(folder, dtype="float32", device="cpu")
-        cond = prepare_cond(ref, PROMPT)
+        ref_vocab = ref.model.image_vocab
+        cond = prepare_cond(ref, prompt)
         teacher = sample_tokens(ref, cond, seed=0, temperature=1.0, cfg=CFG).tokens.reshape(-1)
         greedy_ref = sample_tokens(ref, cond, seed=0, temperature=0, cfg=CFG).tokens.reshape(-1)
         ref_logits = teacher_forced_logits(ref, cond, teacher)
         check = compare(ref_logits, ref_logits)  # the reference's own spread and entropy
-        print(f"[{args.shape}] fp32 reference ready ({time.perf_counter() - t_start:.0f}s); logit std "
+        print(f"[{label}] fp32 reference ready ({time.perf_counter() - t_start:.0f}s); logit std "
               f"{check['ref_logit_std']:.2f}, mean entropy {check['ref_entropy_mean']:.2f} nats", flush=True)
         del ref
         default_group = quantize.INT4_GROUP
@@ -131,7 +143,7 @@ def main(argv=None) -> int:
             finally:
                 quantize.INT4_GROUP = default_group
             results.append(rec)
-            print(f"[{args.shape}] {name}: KL mean {rec['kl_mean']:.5f} max {rec['kl_max']:.4f}, top-1 "
+            print(f"[{label}] {name}: KL mean {rec['kl_mean']:.5f} max {rec['kl_max']:.4f}, top-1 "
                   f"{100 * rec['top1_agreement']:.1f} %, max logit error {rec['max_logit_error']:.3f}, greedy parts "
                   f"at {rec['greedy_first_divergence']}", flush=True)
             del lm
@@ -143,14 +155,15 @@ def main(argv=None) -> int:
              "never (576 equal)" if r["greedy_first_divergence"] is None else r["greedy_first_divergence"],
              f"{r['weights_bytes'] / 2**20:.1f}"] for r in results]
     md = "\n".join([
-        f"## Quantization fidelity ({args.shape}, random weights N(0, 1/fan_in)"
-        f"{f', head output x {args.head_scale:g}' if args.head_scale != 1 else ''}, teacher-forced over 576 tokens, "
-        f"cfg {CFG})", "",
+        (f"## Quantization fidelity ({args.model}, trained weights, prompt {prompt!r}" if args.model else
+         f"## Quantization fidelity ({args.shape}, random weights N(0, 1/fan_in)"
+         f"{f', head output x {args.head_scale:g}' if args.head_scale != 1 else ''}") + f", teacher-forced over 576 "
+        f"tokens, cfg {CFG}; {machine_info(torch).get('cpu', '')})", "",
         f"fp32 reference: CFG-mixed logit std {check['ref_logit_std']:.2f}, mean entropy "
-        f"{check['ref_entropy_mean']:.2f} nats (of {math.log(16384):.2f} for uniform).", "", md_table(headers, rows)])
+        f"{check['ref_entropy_mean']:.2f} nats (of {math.log(ref_vocab):.2f} for uniform).", "", md_table(headers, rows)])
     print("\n" + md)
     suffix = f"_head{args.head_scale:g}" if args.head_scale != 1 else ""
-    json_path = Path(args.json or RESULTS / f"quant_fidelity_{args.shape}{suffix}.json")
+    json_path = Path(args.json or RESULTS / f"quant_fidelity_{Path(label).name}{suffix}.json")
     write_outputs(json_path, {"benchmark": "quant_fidelity", "args": vars(args), "machine": machine_info(torch),
                               "reference": check, "results": results,
                               "wall_s": time.perf_counter() - t_start}, md)

@@ -13,6 +13,8 @@ KNOWN_REPOS = (
     "deepseek-community/Janus-Pro-1B",
     "deepseek-community/Janus-Pro-7B",
 )
+DEMO_NAMES = ("demo", "janus-demo (bundled)")  # the CLI / API name, the loader node's choice
+DEMO_FOLDER = Path(__file__).resolve().parent / "demo_model"  # package data (README, "The demo model")
 META_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
               "generation_config.json", "preprocessor_config.json", "processor_config.json"]
 SAFETENSORS_FILES = ["model.safetensors", "model-*.safetensors", "model.safetensors.index.json"]
@@ -137,11 +139,24 @@ def is_complete(folder: Path) -> bool:
     return True
 
 
+def demo_folder() -> Path:
+    """The bundled demo checkpoint (`--model demo`): a small Janus-Pro-architecture model trained on drawn scenes."""
+    if not is_complete(DEMO_FOLDER):
+        from .errors import CheckpointError
+
+        raise CheckpointError(f"the bundled demo model is missing or incomplete in {DEMO_FOLDER}: this installation "
+                              "lacks its package data. Reinstall janus-ar (pip install --force-reinstall .), or "
+                              "rebuild it with training/export.py.")
+    return DEMO_FOLDER
+
+
 def resolve_model(path_or_repo: str | Path, models_dir: str | Path | None = None, tqdm_class=None) -> Path:
     """A checkpoint folder for a local path or a known repo id (downloaded on first use).
 
     With `models_dir`, repo ids live in `models_dir/<name>` (an existing complete folder is used as is);
     without, in the huggingface_hub cache."""
+    if str(path_or_repo) in DEMO_NAMES:
+        return demo_folder()
     p = Path(path_or_repo).expanduser()
     if p.is_dir():
         return p
@@ -153,4 +168,5 @@ def resolve_model(path_or_repo: str | Path, models_dir: str | Path | None = None
                 return dest
             return download(repo, dest, tqdm_class)  # missing or partial: huggingface_hub resumes it
         return download(repo, None, tqdm_class)
-    raise DownloadError(f"{repo!r} is neither a checkpoint folder nor a known repo id ({', '.join(KNOWN_REPOS)}).")
+    raise DownloadError(f"{repo!r} is neither a checkpoint folder, 'demo' (the bundled demo model) nor a known repo "
+                        f"id ({', '.join(KNOWN_REPOS)}).")

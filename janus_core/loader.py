@@ -20,6 +20,7 @@ from torch import nn
 
 from .config import ORIGINAL, read_checkpoint_config
 from .errors import CheckpointError, DeviceError, SettingError
+from .hub import DEMO_NAMES, demo_folder
 from .model import JanusGenerator, Linear
 from .payloads import JanusLM, JanusVQ, ModelIdentity
 from .quantize import check_quantize
@@ -164,6 +165,8 @@ class Checkpoint:
     call `close()`; `open_checkpoint` accepts an already open one and leaves it open."""
 
     def __init__(self, folder: str | Path):
+        if str(folder) in DEMO_NAMES:
+            folder = demo_folder()
         self.folder = Path(folder)
         self.config = read_checkpoint_config(self.folder)
         self.layout = self.config.layout

@@ -1,7 +1,7 @@
 """Model folders, the loaded-model cache and the memory-manager registration (used by the loader and the stages).
 
-- Choices: every folder under any `Janus-Pro` model root holding config.json + tokenizer.json + weights, then
-  janus_core.hub.KNOWN_REPOS (downloaded on first use into `models/Janus-Pro/<local name>`).
+- Choices: the bundled demo model ("janus-demo (bundled)", offline), every folder under any `Janus-Pro` model
+  root holding config.json + tokenizer.json + weights, then janus_core.hub.KNOWN_REPOS (downloaded on first use into `models/Janus-Pro/<local name>`).
 - One loaded copy per (checkpoint folder, dtype, device, quantize choice): weakly cached, so it lives exactly as long as some
   node output (or caller) holds it.
 - Inside the editor each model is wrapped in a ModelPatcher; `ensure_on_device` calls `load_models_gpu` so
@@ -21,7 +21,7 @@ import torch
 
 from ..janus_core import fit_token_palette, id_palette, load, load_generator, load_understanding, load_vq
 from ..janus_core.errors import CheckpointError
-from ..janus_core.hub import KNOWN_REPOS, is_complete, local_name, resolve_model
+from ..janus_core.hub import DEMO_NAMES, KNOWN_REPOS, demo_folder, is_complete, local_name, resolve_model
 from ..janus_core.loader import resolve_device as core_resolve_device
 from ..janus_core.model import device_parameters
 from ..janus_core.quantize import QUANTIZE_CHOICES, check_quantize
@@ -63,8 +63,12 @@ def local_checkpoints() -> dict[str, Path]:
     return found
 
 
+DEMO_CHOICE = DEMO_NAMES[1]  # "janus-demo (bundled)": first, so a new user's graph runs offline at once
+
+
 def model_choices() -> list[str]:
-    return list(local_checkpoints()) + [r for r in KNOWN_REPOS if r not in local_checkpoints()]
+    local = local_checkpoints()
+    return [DEMO_CHOICE] + [n for n in local if n != DEMO_CHOICE] + [r for r in KNOWN_REPOS if r not in local]
 
 
 def validate_model_choice(model) -> bool | str:
@@ -79,6 +83,8 @@ def resolve_checkpoint(model: str, tqdm_class=None) -> Path:
     """A choice -> its checkpoint folder (downloading a known repo id on first use)."""
     if validate_model_choice(model) is not True:
         raise CheckpointError(validate_model_choice(model))
+    if model == DEMO_CHOICE:
+        return demo_folder()
     local = local_checkpoints()
     if model in local:
         return local[model]

@@ -58,8 +58,11 @@ def load_vq(path: Path, device):
 
 
 @torch.inference_mode()
-def build_pool(vq, out: Path, size: int, seed: int, device) -> torch.Tensor:
-    """int16 [size, 576] tokens of scenes 0..size-1 (resumable: finished shards are kept)."""
+def build_pool(vq, out: Path, size: int, seed: int, device, amp: bool) -> torch.Tensor:
+    """int16 [size, 576] tokens of scenes 0..size-1 (resumable: finished shards are kept).
+
+    Encoded under bf16 autocast when `amp` (4x faster on a CPU with bf16 products): about a third of the codes
+    then differ from an fp32 encode, always for a near-duplicate code that decodes to nearly the same pixels."""
     out.mkdir(parents=True, exist_ok=True)
     shards = []
     progress = Progress("pool", size, every=SHARD)
@@ -72,7 +75,9 @@ def build_pool(vq, out: Path, size: int, seed: int, device) -> torch.Tensor:
             for b0 in range(0, n, 8):
                 imgs = [render(scene_of(seed, s0 + i)) for i in range(b0, min(n, b0 + 8))]
                 pixels = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
-                tokens[b0 : b0 + len(imgs)] = vq.encode_pixels(pixels).reshape(len(imgs), -1).to(torch.int16).cpu()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    codes = vq.encode_pixels(pixels)
+                tokens[b0 : b0 + len(imgs)] = codes.reshape(len(imgs), -1).to(torch.int16).cpu()
                 progress(s0 + b0 + len(imgs))
             save_checkpoint(path, {"tokens": tokens, "seed": seed})
             state = {"tokens": tokens}
@@ -182,11 +187,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vq", type=Path, default=Path("training/runs/vq/checkpoint.pt"))
     p.add_argument("--out", type=Path, default=Path("training/runs/lm"))
-    p.add_argument("--pool", type=int, default=20000, help="scenes encoded once for text-to-image training")
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--pool", type=int, default=6000, help="scenes encoded once for text-to-image training")
+    p.add_argument("--steps", type=int, default=1800)
     p.add_argument("--gen-batch", type=int, default=8)
-    p.add_argument("--und-batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--und-batch", type=int, default=6)
+    p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--device", default="auto")
@@ -197,7 +202,7 @@ def main(argv=None) -> int:
     set_threads(args.threads)
     device = pick_device(args.device)
     vq, vq_arch = load_vq(args.vq, device)
-    pool = build_pool(vq, args.out / "pool", args.pool, args.seed, device)
+    pool = build_pool(vq, args.out / "pool", args.pool, args.seed, device, args.amp)
     if args.pool_only:
         return 0
     tokenizer_path = build_tokenizer(args.out / "tokenizer.json")
