@@ -1,7 +1,8 @@
 """Model folders, the loaded-model cache and the memory-manager registration (used by the loader and the stages).
 
 - Choices: the bundled demo model ("janus-demo (bundled)", offline), every folder under any `Janus-Pro` model
-  root holding config.json + tokenizer.json + weights, then janus_core.hub.KNOWN_REPOS (downloaded on first use into `models/Janus-Pro/<local name>`).
+  root holding config.json + tokenizer.json + weights, then janus_core.hub.KNOWN_REPOS (downloaded on first use
+  into `models/Janus-Pro/<local name>`).
 - One loaded copy per (checkpoint folder, dtype, device, quantize choice): weakly cached, so it lives exactly as long as some
   node output (or caller) holds it.
 - Inside the editor each model is wrapped in a ModelPatcher; `ensure_on_device` calls `load_models_gpu` so
