@@ -402,7 +402,8 @@ def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, 
     while n < n_tok:
         w = chooser.width()
         step_tuner = tuners.setdefault(w, ThreadTuner(device, None) if tuner.active else tuner)
-        step_tuner.before()
+        probe = chooser.probing(w)
+        step_tuner.hold() if probe else step_tuner.before()
         t0 = time.perf_counter()
         start = window_start(n)
         hidden = run.forward(known[:, start : start + w], run.prompt_len + start)  # [2B, w, H]
@@ -424,7 +425,8 @@ def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, 
         filled = max(filled, n - a + w, n + window - 1)
         reported = run.report(n, out, reported)
         chooser.record(w, time.perf_counter() - t0, a)
-        step_tuner.after()
+        if not probe:
+            step_tuner.after()
     for extra in tuners.values():
         if extra is not tuner:
             extra.close()

@@ -10,7 +10,10 @@ slower (benchmarks/README.md, "Decode products"). So:
   only where it beats `F.linear` by WIN_MARGIN: the forms round differently, and a clear margin keeps a noisy
   measurement from flipping the choice (and the image) between runs. Decided once per process per (shape, rows,
   dtype) and stored on each `Linear` (`forms`), so the compiled step reads the same choice as the eager one.
-  Products of more than FORM_MAX_ROWS rows (prefill) are GEMMs, where BLAS is at its best, and weights of at most
+  Products of more than FORM_MAX_ROWS rows (prefill, Jacobi windows of 16 positions x 2 CFG rows) are GEMMs in
+  either form, where BLAS is at its best (measured on the AMD EPYC of benchmarks/README.md: at 32 rows F.linear
+  on every released shape, at 8 rows only the 16384-wide head differs; measuring 32 rows would cost a second of
+  every run for nothing), and weights of at most
   256 KiB stay in cache (the two forms are a near tie that noise would decide differently from run to run): always
   `F.linear`. `JANUS_LINEAR_FORM=linear|gemv` overrides (debugging).
 - **Thread count** (`ThreadTuner`): with other processes busy, an OpenMP product on every core can be many
@@ -34,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FORM_MAX_ROWS = 64  # more rows: a GEMM, F.linear without measuring
+FORM_MAX_ROWS = 16  # more rows: a GEMM in either form, F.linear without measuring
 SMALL_WEIGHT_BYTES = 256 << 10  # a weight this small stays in cache and costs microseconds: F.linear, unmeasured
 WIN_MARGIN = 1.25  # (W @ x.T).T must be at least this much faster to be chosen
 REPEATS = 7  # timed passes per form (after one warm-up each), interleaved
@@ -164,6 +167,11 @@ class ThreadTuner:
         self.current = want
         self.t0 = time.perf_counter()
 
+    def hold(self) -> None:
+        """Run the next step at the current pick, untimed (a step another tuner is probing)."""
+        if self.active and self.best != torch.get_num_threads():
+            torch.set_num_threads(self.best)
+
     def after(self) -> None:
         if not self.active:
             return
@@ -184,8 +192,9 @@ class ThreadTuner:
         torch.set_num_threads(self.saved)
 
 
-WIDTH_TRIAL = 3  # forwards timed per width in a trial
-WIDTH_RETRY = 48  # final tokens before the losing width is tried again (doubled after each loss in a row)
+WIDTH_TRIAL = 3  # forwards timed per width in the first trial
+WIDTH_RETRIAL = 2  # forwards of the losing width when it is tried again
+WIDTH_RETRY = 96  # final tokens before the losing width is tried again (x4 after each loss in a row)
 
 
 class WidthChooser:
@@ -194,8 +203,10 @@ class WidthChooser:
     `width()` says what the next forward runs; `record(width, seconds, accepted)` reports it. A trial times
     WIDTH_TRIAL forwards of each width (the window first); cost = seconds / final tokens over a width's last
     trial forwards; the other width replaces the incumbent only when SWITCH_GAIN cheaper. The loser is tried
-    again after WIDTH_RETRY final tokens, twice as long after each further loss, so a run where one width always
-    wins spends few forwards on the other. `active=False` always answers `window`."""
+    again (WIDTH_RETRIAL forwards) after WIDTH_RETRY final tokens, four times as long after each further loss, so
+    a run where one width always wins spends few forwards on the other (on random weights: 7 window forwards of
+    ~570). `probing(w)`: w is being tried, not run (its thread tuner holds still, so a probe is not also timed
+    at a worse thread count). `active=False` always answers `window`."""
 
     def __init__(self, window: int, active: bool = True):
         self.window, self.active = window, active
@@ -213,8 +224,11 @@ class WidthChooser:
         if not self.trial and self.tokens >= self.next_retry:
             other = 1 if self.best == self.window else self.window
             self.runs[other] = []
-            self.trial = [other] * WIDTH_TRIAL
+            self.trial = [other] * WIDTH_RETRIAL
         return self.trial[0] if self.trial else self.best
+
+    def probing(self, width: int) -> bool:
+        return self.active and width != self.best
 
     def cost(self, width: int) -> float:
         runs = self.runs[width]
@@ -235,5 +249,5 @@ class WidthChooser:
                 if self.cost(other) < SWITCH_GAIN * self.cost(self.best):
                     self.best, self.retry = other, WIDTH_RETRY
                 else:
-                    self.retry *= 2
+                    self.retry *= 4
                 self.next_retry = self.tokens + self.retry

@@ -141,7 +141,8 @@ class JanusARSampler:
                                "guesses 16 positions and keeps those the model confirms, with the sampler's own "
                                "random numbers fixed per position: the same image in fewer forwards (kept mask "
                                "regions are free). sequential: one forward per token (the reference procedure). "
-                               "auto: jacobi where it was measured faster (the CPU), else sequential."}),
+                               "auto: on the CPU jacobi, with one-token steps wherever the window does not pay "
+                               "(timed as it runs); on a GPU sequential."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }

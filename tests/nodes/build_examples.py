@@ -15,8 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "example_workflows"
-DEFAULT_MODEL = "deepseek-ai/Janus-Pro-1B"
-PROMPT = "a watercolor painting of a red fox in a snowy forest"
+DEFAULT_MODEL = "janus-demo (bundled)"  # runs offline at once; a real model is one widget change away
+PROMPT = "a red circle on a blue background"  # a caption of the demo model's grammar (README)
 
 GRAPHS = {
     "text_to_image": {

@@ -38,7 +38,7 @@ def _load(name: str) -> dict:
 
 
 def _on_tiny(prompt: dict) -> dict:
-    """The saved workflows name a released checkpoint; the test swaps in the tiny one."""
+    """The saved workflows name the bundled demo model; most tests swap in the tiny one (faster)."""
     for node in prompt.values():
         if node["class_type"] == "JanusARLoader":
             node["inputs"]["model"] = "tiny-janus"
@@ -149,6 +149,25 @@ def test_text_to_image_runs_and_reruns_identically(workflow_env, node_defs):
     again, uis2, _ = execute(prompt, node_defs)  # a fresh run, no cache: same seed -> same pixels
     assert torch.equal(again["3"][0].tokens, results["3"][0].tokens)
     assert torch.equal(uis2["5"]["images"][0]["tensor"], images[0]["tensor"])
+
+
+def test_text_to_image_runs_as_saved_on_the_bundled_demo_model(workflow_env, node_defs):
+    """What a new user gets by pressing Run: the saved graph, untouched, draws its caption offline."""
+    import sys
+
+    sys.path.insert(0, str(EXAMPLES.parent / "training"))
+    from evaluate import read_picture
+
+    prompt = ui_to_api(_load("text_to_image"), node_defs)
+    assert prompt["1"]["inputs"]["model"] == "janus-demo (bundled)"
+    assert "decoding" not in prompt["3"]["inputs"]  # saved before the widget existed: runs with the default
+    results, uis, errors = execute(prompt, node_defs)
+    assert errors == {}
+    assert results["3"][0].settings["decoding"] == "jacobi"  # the default on the CPU
+    picture = (uis["5"]["images"][0]["tensor"].numpy() * 255).round().astype("uint8")
+    background, objects = read_picture(picture)
+    text = prompt["2"]["inputs"]["prompt"]
+    assert background in text or any(o.colour in text for o in objects), (text, background, objects)
 
 
 def test_text_to_image_runs_quantized(workflow_env, node_defs):

@@ -1,0 +1,183 @@
+"""Speculative Jacobi decoding, measured side by side in one run.
+
+    python benchmarks/bench_jacobi.py                        # everything below (demo model + pro1b-4L)
+    python benchmarks/bench_jacobi.py --parts forwards       # only the forwards table
+
+1. forwards: on the demo model (cfg 5, temperature 1, held-out captions x seeds), forwards per image for every
+   window in --windows and every draft initialisation, batch 1; all runs make the same tokens as the sequential
+   loop (checked: any difference is reported with its near-tie gap).
+2. wall: seconds per image, sequential vs jacobi (--wall-window) vs auto, fp32 and bf16, batch 1 and 4, on the
+   demo model and on the pro1b-4L random checkpoint (random weights: forwards mean nothing there, the cost of a
+   window forward against a one-token forward does), one warm-up first, the median of --repeats.
+3. exactness at scale: --exact-seeds images per caption, jacobi (--wall-window) against sequential; the share of
+   identical images and, for each that differs, the relative gap between the two largest p/E at the first
+   differing position.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "training"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from benchmarks.common import RESULTS, machine_info, machine_line, md_table, write_outputs  # noqa: E402
+
+
+def captions(n: int) -> list[str]:
+    from benchmarks.demo_accuracy import held_out_captions
+
+    return held_out_captions(n)
+
+
+def forwards_table(lm, texts, seeds, windows, inits):
+    import torch
+
+    from janus_core import prepare_cond, sample_tokens
+
+    rows, rec = [], []
+    conds = [prepare_cond(lm, t) for t in texts]
+    refs = {(k, s): sample_tokens(lm, c, seed=s, cfg=5.0, decoding="sequential").tokens
+            for k, c in enumerate(conds) for s in range(seeds)}
+    for w in windows:
+        for init in inits:
+            fw, same = [], 0
+            for k, c in enumerate(conds):
+                for s in range(seeds):
+                    out = sample_tokens(lm, c, seed=s, cfg=5.0, decoding="jacobi", window=w, draft_init=init)
+                    fw.append(out.settings["forwards"])
+                    same += bool(torch.equal(out.tokens, refs[(k, s)]))
+            rec.append({"window": w, "draft_init": init, "forwards": fw, "identical": same, "images": len(fw)})
+            rows.append([w, init, f"{statistics.mean(fw):.0f}", f"{min(fw)}-{max(fw)}",
+                         f"{576 / statistics.mean(fw):.2f}x", f"{same}/{len(fw)}"])
+            print("forwards", rows[-1], flush=True)
+    return rows, rec
+
+
+def per_image_seconds(lm, cond, batch, decoding, window, repeats):
+    from janus_core import sample_tokens
+
+    kw = dict(seed=0, batch_size=batch, cfg=5.0, decoding=decoding, window=window)
+    out = sample_tokens(lm, cond, **kw)  # warm-up (forms measured, allocator warm)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = sample_tokens(lm, cond, **kw)
+        times.append((time.perf_counter() - t0) / batch)
+    return statistics.median(times), out.settings["forwards"]
+
+
+def wall_table(models, batches, dtypes, window, repeats):
+    from janus_core import load_generator, prepare_cond
+
+    rows, rec = [], []
+    for name, folder, prompt in models:
+        for dtype in dtypes:
+            lm = load_generator(folder, dtype=dtype, device="cpu")
+            cond = prepare_cond(lm, prompt)
+            for b in batches:
+                res = {d: per_image_seconds(lm, cond, b, d, window, repeats) for d in ("sequential", "jacobi", "auto")}
+                seq = res["sequential"][0]
+                rec.append({"model": name, "dtype": dtype, "batch": b, "window": window,
+                            **{f"{d}_s": r[0] for d, r in res.items()}, **{f"{d}_forwards": r[1] for d, r in res.items()}})
+                rows.append([name, dtype, b, f"{seq:.2f}"] + [f"{res[d][0]:.2f} ({res[d][1]} fw, {seq / res[d][0]:.2f}x)"
+                                                             for d in ("jacobi", "auto")])
+                print("wall", rows[-1], flush=True)
+            del lm
+    return rows, rec
+
+
+def exactness(lm, texts, seeds, window):
+    from janus_core import prepare_cond, sample_tokens
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_jacobi import _first_difference, near_tie_gap
+
+    same, total, gaps = 0, 0, []
+    for k, t in enumerate(texts):
+        cond = prepare_cond(lm, t)
+        seq = sample_tokens(lm, cond, seed=100 * k, batch_size=seeds, cfg=5.0, decoding="sequential").tokens
+        jac = sample_tokens(lm, cond, seed=100 * k, batch_size=seeds, cfg=5.0, decoding="jacobi", window=window).tokens
+        for i in range(seeds):
+            total += 1
+            where = _first_difference(seq[i : i + 1], jac[i : i + 1])
+            if where is None:
+                same += 1
+            else:
+                gaps.append(near_tie_gap(lm, cond, seq, 100 * k, i, where[1], 5.0, 1.0))
+    return same, total, gaps
+
+
+def main(argv=None) -> int:
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--parts", default="forwards,wall,exact")
+    p.add_argument("--captions", type=int, default=4)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--windows", default="4,8,16,32")
+    p.add_argument("--inits", default="up,left,random")
+    p.add_argument("--wall-window", type=int, default=16)
+    p.add_argument("--wall-models", default="demo,pro1b-4L")
+    p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--batches", default="1,4")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--exact-captions", type=int, default=8)
+    p.add_argument("--exact-seeds", type=int, default=8)
+    p.add_argument("--json", default=str(RESULTS / "jacobi.json"))
+    args = p.parse_args(argv)
+    from janus_core import load_generator
+    from janus_core.hub import resolve_model
+
+    parts = args.parts.split(",")
+    info = machine_info(torch)
+    record: dict = {"benchmark": "jacobi", "args": vars(args), "machine": info}
+    md = [f"## Speculative Jacobi decoding ({machine_line(info)})"]
+    demo = resolve_model("demo")
+    texts = captions(args.captions)
+    if "forwards" in parts:
+        lm = load_generator(demo, dtype="float32", device="cpu")
+        rows, record["forwards"] = forwards_table(lm, texts, args.seeds, [int(w) for w in args.windows.split(",")],
+                                                  args.inits.split(","))
+        md += ["", f"Forwards per image, demo model, cfg 5, temperature 1, fp32, {len(texts)} captions x {args.seeds} "
+               "seeds (sequential: 576):", "",
+               md_table(["window", "draft init", "forwards (mean)", "range", "fewer forwards", "identical to sequential"],
+                        rows)]
+    if "wall" in parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            models = []
+            for name in args.wall_models.split(","):
+                if name == "demo":
+                    models.append(("demo", demo, texts[0]))
+                else:
+                    from benchmarks.bench_sampler import build_checkpoint
+
+                    models.append((name, build_checkpoint(name, Path(tmp) / name, "float32"), "a photo of a cat"))
+            rows, record["wall"] = wall_table(models, [int(b) for b in args.batches.split(",")], args.dtypes.split(","),
+                                              args.wall_window, args.repeats)
+        md += ["", f"Seconds per image (median of {args.repeats}, after a warm-up), cfg 5, temperature 1; jacobi window "
+               f"{args.wall_window}; auto = jacobi with one-token steps where the window does not pay:", "",
+               md_table(["model", "dtype", "batch", "sequential s", "jacobi s (forwards, speed-up)",
+                         "auto s (forwards, speed-up)"], rows)]
+    if "exact" in parts:
+        lm = load_generator(demo, dtype="float32", device="cpu")
+        same, total, gaps = exactness(lm, captions(args.exact_captions), args.exact_seeds, args.wall_window)
+        record["exact"] = {"identical": same, "images": total, "gaps": gaps}
+        md += ["", f"Exactness, demo model fp32, window {args.wall_window}: {same}/{total} images identical to the "
+               f"sequential loop ({100 * same / total:.1f} %)" + (f"; relative p/E gaps at the first difference: "
+                                                                 f"{', '.join(f'{g:.1e}' for g in gaps)}" if gaps else ".")]
+    text = "\n".join(md)
+    print("\n" + text)
+    write_outputs(Path(args.json), record, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
