@@ -5,15 +5,13 @@ generic path) `(W @ x.T).T` is 1.3-4.5x faster than `F.linear`, on an Intel Xeon
 slower (benchmarks/README.md, "Decode products"). So:
 
 - **Product form** (`prepare_forms`): before a decode loop, each distinct linear shape is timed in both forms at
-  the loop's row count, on one thread (the least noisy), within passes over all the model's layers in order (so
+  the loop's row count and thread count (the gemv form's gain is in how MKL splits it over threads: on the AMD
+  EPYC of benchmarks/README.md it wins 1.6x at 32 rows on two threads and ties on one), within passes over all the model's layers in order (so
   each product meets the cold cache of a real decode step), a few interleaved repeats each. `(W @ x.T).T` is kept
   only where it beats `F.linear` by WIN_MARGIN: the forms round differently, and a clear margin keeps a noisy
   measurement from flipping the choice (and the image) between runs. Decided once per process per (shape, rows,
   dtype) and stored on each `Linear` (`forms`), so the compiled step reads the same choice as the eager one.
-  Products of more than FORM_MAX_ROWS rows (prefill, Jacobi windows of 16 positions x 2 CFG rows) are GEMMs in
-  either form, where BLAS is at its best (measured on the AMD EPYC of benchmarks/README.md: at 32 rows F.linear
-  on every released shape, at 8 rows only the 16384-wide head differs; measuring 32 rows would cost a second of
-  every run for nothing), and weights of at most
+  Products of more than FORM_MAX_ROWS rows (prefill) are GEMMs, where BLAS is at its best, and weights of at most
   256 KiB stay in cache (the two forms are a near tie that noise would decide differently from run to run): always
   `F.linear`. `JANUS_LINEAR_FORM=linear|gemv` overrides (debugging).
 - **Thread count** (`ThreadTuner`): with other processes busy, an OpenMP product on every core can be many
@@ -37,11 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FORM_MAX_ROWS = 16  # more rows: a GEMM in either form, F.linear without measuring
+FORM_MAX_ROWS = 64  # more rows: a GEMM, F.linear without measuring
 SMALL_WEIGHT_BYTES = 256 << 10  # a weight this small stays in cache and costs microseconds: F.linear, unmeasured
 WIN_MARGIN = 1.25  # (W @ x.T).T must be at least this much faster to be chosen
 REPEATS = 7  # timed passes per form (after one warm-up each), interleaved
-_MEASURED: dict[tuple, bool] = {}  # (out, in, rows, dtype) -> True = the (W @ x.T).T form
+_MEASURED: dict[tuple, bool] = {}  # (out, in, rows, dtype, threads) -> True = the (W @ x.T).T form
 
 
 def gemv_product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -61,8 +59,9 @@ def _time_passes(layers: list, rows: int) -> dict[tuple, tuple[float, float]]:
 
     A decode step streams every weight once, so each product meets a cold cache (a model's weights are larger
     than it); timing one weight again and again would keep it in cache and favour F.linear wrongly. So every
-    timed pass runs all the layers, in order, each product timed where it stands. One thread, medians of
-    REPEATS passes per form (the fastest counts) after one warm-up pass each, forms alternating."""
+    timed pass runs all the layers, in order, each product timed where it stands. At the current thread count;
+    REPEATS passes per form (3 above 4 rows, where a pass costs more and the gaps are wider; the fastest counts)
+    after one warm-up pass each, forms alternating."""
     xs = {}
     for m in layers:
         key = (m.weight.shape[1], m.weight.dtype)
@@ -70,22 +69,18 @@ def _time_passes(layers: list, rows: int) -> dict[tuple, tuple[float, float]]:
             xs[key] = torch.randn(rows, key[0], dtype=key[1])
     shapes = sorted({tuple(m.weight.shape) for m in layers})
     runs = {(shape, form): [] for shape in shapes for form in ("linear", "gemv")}
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for i in range(REPEATS + 1):
-            for form in ("linear", "gemv"):
-                total = dict.fromkeys(shapes, 0.0)
-                for m in layers:
-                    x = xs[(m.weight.shape[1], m.weight.dtype)]
-                    t0 = time.perf_counter()
-                    F.linear(x, m.weight) if form == "linear" else gemv_product(x, m.weight)
-                    total[tuple(m.weight.shape)] += time.perf_counter() - t0
-                if i:
-                    for shape, t in total.items():
-                        runs[(shape, form)].append(t)
-    finally:
-        torch.set_num_threads(saved)
+    repeats = REPEATS if rows <= 4 else 3
+    for i in range(repeats + 1):
+        for form in ("linear", "gemv"):
+            total = dict.fromkeys(shapes, 0.0)
+            for m in layers:
+                x = xs[(m.weight.shape[1], m.weight.dtype)]
+                t0 = time.perf_counter()
+                F.linear(x, m.weight) if form == "linear" else gemv_product(x, m.weight)
+                total[tuple(m.weight.shape)] += time.perf_counter() - t0
+            if i:
+                for shape, t in total.items():
+                    runs[(shape, form)].append(t)
     # the fastest pass: interference (other processes, frequency changes) only ever adds time
     return {shape: (min(runs[(shape, "linear")]), min(runs[(shape, "gemv")])) for shape in shapes}
 
@@ -100,8 +95,9 @@ def prepare_forms(model: nn.Module, rows: int) -> dict[tuple, bool]:
     forced = _forced()
     decided: dict[tuple, bool] = {}
     todo = []
+    threads = torch.get_num_threads()
     for m in layers:
-        key = (*m.weight.shape, rows, m.weight.dtype)
+        key = (*m.weight.shape, rows, m.weight.dtype, threads)
         if forced is not None:
             decided[key] = forced == "gemv"
         elif rows > FORM_MAX_ROWS or m.weight.numel() * m.weight.element_size() <= SMALL_WEIGHT_BYTES:
@@ -114,14 +110,15 @@ def prepare_forms(model: nn.Module, rows: int) -> dict[tuple, bool]:
         with torch.inference_mode():
             for shape, (linear, gemv) in _time_passes(layers, rows).items():
                 for dtype in {m.weight.dtype for m in todo if tuple(m.weight.shape) == shape}:
-                    _MEASURED[(*shape, rows, dtype)] = decided[(*shape, rows, dtype)] = gemv * WIN_MARGIN < linear
+                    key = (*shape, rows, dtype, threads)
+                    _MEASURED[key] = decided[key] = gemv * WIN_MARGIN < linear
     for m in layers:
-        m.forms[rows] = decided[(*m.weight.shape, rows, m.weight.dtype)]
+        m.forms[rows] = decided[(*m.weight.shape, rows, m.weight.dtype, threads)]
     return {tuple(m.weight.shape): m.forms[rows] for m in layers}
 
 
 def measured_forms() -> dict[tuple, bool]:
-    """Every choice made in this process: (out, in, rows, dtype) -> gemv?"""
+    """Every choice made in this process: (out, in, rows, dtype, threads) -> gemv?"""
     return dict(_MEASURED)
 
 

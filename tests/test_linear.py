@@ -80,7 +80,7 @@ def test_a_real_measurement_decides_something_and_is_recorded(monkeypatch):
     monkeypatch.delenv("JANUS_LINEAR_FORM", raising=False)
     net = torch.nn.Sequential(*[_linear(False, 1024, 1024) for _ in range(3)])
     (choice,) = tuning.prepare_forms(net, 2).values()
-    assert isinstance(choice, bool) and tuning.measured_forms()[(1024, 1024, 2, torch.float32)] == choice
+    assert isinstance(choice, bool) and tuning.measured_forms()[(1024, 1024, 2, torch.float32, torch.get_num_threads())] == choice
     times = tuning._time_passes(list(net), 2)[(1024, 1024)]
     assert all(t > 0 for t in times)
 
