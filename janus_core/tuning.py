@@ -6,8 +6,9 @@ slower (benchmarks/README.md, "Decode products"). So:
 
 - **Product form** (`prepare_forms`): before a decode loop, each distinct linear shape is timed in both forms at
   the loop's row count and thread count (the gemv form's gain is in how MKL splits it over threads: on the AMD
-  EPYC of benchmarks/README.md it wins 1.6x at 32 rows on two threads and ties on one), within passes over all the model's layers in order (so
-  each product meets the cold cache of a real decode step), a few interleaved repeats each. `(W @ x.T).T` is kept
+  EPYC of benchmarks/README.md it wins 2.8x at 2 rows on two threads, 1.7x on one), within passes over all the
+  model's layers in order (so each product meets the cold cache of a real decode step), a few interleaved
+  repeats each. `(W @ x.T).T` is kept
   only where it beats `F.linear` by WIN_MARGIN: the forms round differently, and a clear margin keeps a noisy
   measurement from flipping the choice (and the image) between runs. Decided once per process per (shape, rows,
   dtype) and stored on each `Linear` (`forms`), so the compiled step reads the same choice as the eager one.
