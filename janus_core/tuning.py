@@ -6,7 +6,7 @@ slower (benchmarks/README.md, "Decode products"). So:
 
 - **Product form** (`prepare_forms`): before a decode loop, each distinct linear shape is timed in both forms at
   the loop's row count and thread count (the gemv form's gain is in how MKL splits it over threads: on the AMD
-  EPYC of benchmarks/README.md it wins 2.8x at 2 rows on two threads, 1.7x on one), within passes over all the
+  EPYC of benchmarks/README.md it wins 4.3x at 2 rows on two threads, 2.9x on one), within passes over all the
   model's layers in order (so each product meets the cold cache of a real decode step), a few interleaved
   repeats each. `(W @ x.T).T` is kept
   only where it beats `F.linear` by WIN_MARGIN: the forms round differently, and a clear margin keeps a noisy
