@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     p.add_argument("--vq", type=Path, default=Path("training/runs/vq/checkpoint.pt"))
     p.add_argument("--out", type=Path, default=Path("training/runs/lm"))
     p.add_argument("--pool", type=int, default=6000, help="scenes encoded once for text-to-image training")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--gen-batch", type=int, default=8)
     p.add_argument("--und-batch", type=int, default=6)
     p.add_argument("--lr", type=float, default=1.5e-3)
