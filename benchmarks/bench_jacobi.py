@@ -7,8 +7,9 @@
    window in --windows and every draft initialisation, batch 1; all runs make the same tokens as the sequential
    loop (checked: any difference is reported with its near-tie gap).
 2. wall: seconds per image, sequential vs jacobi (--wall-window) vs auto, fp32 and bf16, batch 1 and 4, on the
-   demo model and on the pro1b-4L random checkpoint (random weights: forwards mean nothing there, the cost of a
-   window forward against a one-token forward does), one warm-up first, the median of --repeats.
+   demo model, one warm-up first, the median of --repeats; and on the pro1b-4L random checkpoint (random
+   weights: forwards mean nothing there) the cost of one window forward against one one-token forward, which
+   says how many tokens a window must confirm to pay there.
 3. exactness at scale: --exact-seeds images per caption, jacobi (--wall-window) against sequential; the share of
    identical images and, for each that differs, the relative gap between the two largest p/E at the first
    differing position.
@@ -74,6 +75,54 @@ def per_image_seconds(lm, cond, batch, decoding, window, repeats):
     return statistics.median(times), out.settings["forwards"]
 
 
+def forward_cost(lm, batch: int, width: int, steps: int = 8) -> float:
+    """Median seconds of one decode forward of `width` positions per row (2 x batch rows) after a 64-token prompt,
+    through the sampler's own forward (cache, masks, head included)."""
+    import torch
+
+    from janus_core.model import KVCache
+    from janus_core.sampler import position_tables
+    from janus_core.tuning import prepare_forms
+
+    m = lm.model
+    rows, prompt = 2 * batch, 64
+    cache = KVCache(m.cfg, rows, prompt + 576 + width, "cpu", lm.dtype)
+    cos, sin, _, _ = position_tables(m.cfg, None, prompt, prompt + 576 + width, "cpu", lm.dtype)
+    prepare_forms(m, rows * width)
+    times = []
+    with torch.inference_mode():
+        x = torch.randn(rows, prompt, m.cfg.hidden_size, dtype=lm.dtype)
+        m.forward_hidden(x, cos[:, :, :prompt], sin[:, :, :prompt], cache, 0, None)
+        tok = torch.zeros(rows, width, dtype=torch.long)
+        for i in range(steps + 2):
+            pos = prompt + i * width
+            keys = torch.arange(pos + width)
+            mask = (keys[None] <= (pos + torch.arange(width))[:, None])[None, None]
+            t0 = time.perf_counter()
+            h = m.forward_hidden(m.image_token_embeds(tok), cos[:, :, pos : pos + width], sin[:, :, pos : pos + width],
+                                 cache, pos, mask if width > 1 else None)
+            m.image_logits(h).float()
+            if i >= 2:
+                times.append(time.perf_counter() - t0)
+    cache.release()
+    return statistics.median(times)
+
+
+def cost_table(folder, name, batches, dtypes, window):
+    from janus_core import load_generator
+
+    rows, rec = [], []
+    for dtype in dtypes:
+        lm = load_generator(folder, dtype=dtype, device="cpu")
+        for b in batches:
+            one, win = forward_cost(lm, b, 1), forward_cost(lm, b, window)
+            rec.append({"model": name, "dtype": dtype, "batch": b, "window": window, "one_s": one, "window_s": win})
+            rows.append([name, dtype, b, f"{1000 * one:.1f}", f"{1000 * win:.1f}", f"{win / one:.2f}"])
+            print("cost", rows[-1], flush=True)
+        del lm
+    return rows, rec
+
+
 def wall_table(models, batches, dtypes, window, repeats):
     from janus_core import load_generator, prepare_cond
 
@@ -125,7 +174,7 @@ def main(argv=None) -> int:
     p.add_argument("--windows", default="4,8,16,32")
     p.add_argument("--inits", default="up,left,random")
     p.add_argument("--wall-window", type=int, default=16)
-    p.add_argument("--wall-models", default="demo,pro1b-4L")
+    p.add_argument("--cost-models", default="demo,pro1b-4L", help="models whose per-forward cost is measured")
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--batches", default="1,4")
     p.add_argument("--repeats", type=int, default=2)
@@ -150,22 +199,25 @@ def main(argv=None) -> int:
                "seeds (sequential: 576):", "",
                md_table(["window", "draft init", "forwards (mean)", "range", "fewer forwards", "identical to sequential"],
                         rows)]
+    batches, dtypes = [int(b) for b in args.batches.split(",")], args.dtypes.split(",")
     if "wall" in parts:
-        with tempfile.TemporaryDirectory() as tmp:
-            models = []
-            for name in args.wall_models.split(","):
-                if name == "demo":
-                    models.append(("demo", demo, texts[0]))
-                else:
-                    from benchmarks.bench_sampler import build_checkpoint
-
-                    models.append((name, build_checkpoint(name, Path(tmp) / name, "float32"), "a photo of a cat"))
-            rows, record["wall"] = wall_table(models, [int(b) for b in args.batches.split(",")], args.dtypes.split(","),
-                                              args.wall_window, args.repeats)
-        md += ["", f"Seconds per image (median of {args.repeats}, after a warm-up), cfg 5, temperature 1; jacobi window "
-               f"{args.wall_window}; auto = jacobi with one-token steps where the window does not pay:", "",
+        rows, record["wall"] = wall_table([("demo", demo, texts[0])], batches, dtypes, args.wall_window, args.repeats)
+        md += ["", f"Seconds per image (median of {args.repeats}, after a warm-up), demo model, cfg 5, temperature 1; "
+               f"jacobi window {args.wall_window}; auto = jacobi with one-token steps where the window does not pay:", "",
                md_table(["model", "dtype", "batch", "sequential s", "jacobi s (forwards, speed-up)",
                          "auto s (forwards, speed-up)"], rows)]
+        with tempfile.TemporaryDirectory() as tmp:
+            from benchmarks.bench_sampler import build_checkpoint
+
+            cost_rows = []
+            for name in [m for m in args.cost_models.split(",") if m]:
+                folder = demo if name == "demo" else build_checkpoint(name, Path(tmp) / name, "float32")
+                r, rec = cost_table(folder, name, batches, dtypes, args.wall_window)
+                cost_rows += r
+                record.setdefault("cost", []).extend(rec)
+        md += ["", f"One decode forward (prompt 64 + cache, head included, median of 8): one position against a window of "
+               f"{args.wall_window}; the ratio is how many tokens a window forward must confirm to pay:", "",
+               md_table(["model", "dtype", "batch", "one-token forward ms", "window forward ms", "ratio"], cost_rows)]
     if "exact" in parts:
         lm = load_generator(demo, dtype="float32", device="cpu")
         same, total, gaps = exactness(lm, captions(args.exact_captions), args.exact_seeds, args.wall_window)
