@@ -138,7 +138,29 @@ def run_decoder(lm, x: torch.Tensor) -> torch.Tensor:
     return lm.forward_hidden(x, cos, sin, cache, 0, "causal")
 
 
-def generation_loss(lm, rows, device) -> torch.Tensor:
+def token_weights(targets: torch.Tensor, codebook: torch.Tensor, first: float, edge: float) -> torch.Tensor:
+    """Per-token loss weights [B, 576]: the tokens the caption decides, not the copies of a neighbour.
+
+    Next-token training on drawn scenes is dominated by tokens equal (up to a near-duplicate code) to the one on
+    their left or above; only the first token (the background) and the tokens where an object begins depend on
+    the text, so with equal weights the text is ~0.2 % of the loss and conditioning is learnt last. Measured
+    here: at step 1300 of uniform weights the first-token distribution was the same for every caption. So the
+    first token weighs `first`, and a token whose code vector differs from both its left and upper neighbours'
+    (cosine < 0.8) weighs `1 + edge`."""
+    b = targets.shape[0]
+    grid = targets.view(b, 24, 24)
+    vec = F.normalize(codebook[grid], dim=-1)  # [B, 24, 24, D]
+    left = torch.ones(b, 24, 24, device=targets.device)
+    left[:, :, 1:] = (vec[:, :, 1:] * vec[:, :, :-1]).sum(-1)
+    up = torch.ones(b, 24, 24, device=targets.device)
+    up[:, 1:] = (vec[:, 1:] * vec[:, :-1]).sum(-1)
+    w = 1 + edge * ((left < 0.8) & (up < 0.8)).float()
+    w = w.view(b, -1)
+    w[:, 0] = first
+    return w
+
+
+def generation_loss(lm, rows, device, weights=None) -> torch.Tensor:
     hidden_size = lm.cfg.hidden_size
     longest = max(len(p) for p, _ in rows)
     t = longest + GRID_TOKENS - 1
@@ -156,7 +178,11 @@ def generation_loss(lm, rows, device) -> torch.Tensor:
     hidden = run_decoder(lm, x)
     hidden = hidden.gather(1, picks[..., None].expand(-1, -1, hidden_size))
     logits = lm.image_logits(hidden).float()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    if weights is None:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    w = weights(targets)
+    per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    return (per_token * w.reshape(-1)).sum() / w.sum()
 
 
 def understanding_loss(lm, und, rows, pixels, image_id: int, device) -> torch.Tensor:
@@ -192,6 +218,9 @@ def main(argv=None) -> int:
     p.add_argument("--gen-batch", type=int, default=8)
     p.add_argument("--und-batch", type=int, default=6)
     p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--first-weight", type=float, default=24.0, help="loss weight of the first image token")
+    p.add_argument("--edge-weight", type=float, default=4.0, help="extra loss weight of tokens unlike their "
+                   "left and upper neighbours (see token_weights); 0 and --first-weight 1: plain next-token loss")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--device", default="auto")
@@ -231,6 +260,9 @@ def main(argv=None) -> int:
     prep = ImagePreprocess()
     n_image = vis_arch.vision_config(lm_arch.hidden_size).num_positions
     image_id = texts.tok.tok.token_to_id("<image_placeholder>")
+    codebook = vq.quantize.embedding.weight.detach().float().to(device)
+    weigh = (None if args.first_weight == 1 and args.edge_weight == 0 else
+             lambda targets: token_weights(targets, codebook, args.first_weight, args.edge_weight))
     progress = Progress("lm", args.steps, start)
     recent: list[tuple[float, float]] = []
     for step in range(start, args.steps):
@@ -240,7 +272,7 @@ def main(argv=None) -> int:
         gen_rows = generation_batch(rng, pool, args.seed, texts, args.gen_batch)
         und_rows, pixels = understanding_batch(rng, texts, args.und_batch, prep, n_image)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
-            gen = generation_loss(lm, gen_rows, device)
+            gen = generation_loss(lm, gen_rows, device, weigh)
             und_loss = understanding_loss(lm, und, und_rows, pixels, image_id, device)
         loss = gen + und_loss
         opt.zero_grad(set_to_none=True)

@@ -27,7 +27,7 @@ def test_choices_are_checkpoint_folders_then_known_repos(editor, pack):
     (root / "stray.safetensors").write_bytes(b"")
     choices = editor.nodes.JanusARLoader.INPUT_TYPES()["required"]["model"][0]
     from_hub = list(pack.janus_core.hub.KNOWN_REPOS)
-    assert choices == ["My-Janus", "tiny-janus", *from_hub]
+    assert choices == ["janus-demo (bundled)", "My-Janus", "tiny-janus", *from_hub]  # the bundled demo first
 
 
 def test_extra_model_paths_key_is_kept(editor, tmp_path):
@@ -40,7 +40,7 @@ def test_extra_model_paths_key_is_kept(editor, tmp_path):
     paths = fp.get_folder_paths("Janus-Pro")
     assert paths[0] == str(extra) and paths[1] == str(editor.base / "models" / "Janus-Pro")
     choices = editor.nodes.JanusARLoader.INPUT_TYPES()["required"]["model"][0]
-    assert choices[:2] == ["Janus-Pro-7B", "tiny-janus"]
+    assert choices[:3] == ["janus-demo (bundled)", "Janus-Pro-7B", "tiny-janus"]
     assert editor.nodes.models.resolve_checkpoint("Janus-Pro-7B") == extra / "Janus-Pro-7B"
 
 
