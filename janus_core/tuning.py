@@ -192,7 +192,7 @@ class ThreadTuner:
 
 WIDTH_TRIAL = 3  # forwards timed per width in the first trial
 WIDTH_RETRIAL = 2  # forwards of the losing width when it is tried again
-WIDTH_RETRY = 96  # final tokens before the losing width is tried again (x4 after each loss in a row)
+WIDTH_RETRY = 64  # final tokens before the losing width is tried again (x2 after each loss in a row)
 
 
 class WidthChooser:
@@ -201,8 +201,8 @@ class WidthChooser:
     `width()` says what the next forward runs; `record(width, seconds, accepted)` reports it. A trial times
     WIDTH_TRIAL forwards of each width (the window first); cost = seconds / final tokens over a width's last
     trial forwards; the other width replaces the incumbent only when SWITCH_GAIN cheaper. The loser is tried
-    again (WIDTH_RETRIAL forwards) after WIDTH_RETRY final tokens, four times as long after each further loss, so
-    a run where one width always wins spends few forwards on the other (on random weights: 7 window forwards of
+    again (WIDTH_RETRIAL forwards) after WIDTH_RETRY final tokens, twice as long after each further loss, so
+    a run where one width always wins spends few forwards on the other (on random weights: 9 window forwards of
     ~570). `probing(w)`: w is being tried, not run (its thread tuner holds still, so a probe is not also timed
     at a worse thread count). `active=False` always answers `window`."""
 
@@ -247,5 +247,5 @@ class WidthChooser:
                 if self.cost(other) < SWITCH_GAIN * self.cost(self.best):
                     self.best, self.retry = other, WIDTH_RETRY
                 else:
-                    self.retry *= 4
+                    self.retry *= 2
                 self.next_retry = self.tokens + self.retry
