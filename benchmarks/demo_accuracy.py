@@ -61,6 +61,7 @@ def generate_scores(lm, vq, captions, seeds: int, cfg: float, batch: int, negati
             n = min(batch, seeds - s0)
             tokens = sample_tokens(lm, cond, seed=1000 * k + s0, batch_size=n, cfg=cfg, temperature=1.0)
             for img in decode_tokens(vq, tokens):
+                img = (img.numpy() * 255).round().astype("uint8")  # the evaluator reads 8-bit RGB, as a PNG holds
                 pictures.append((text, img))
                 for name, results in score(text, img).items():
                     checks[name].extend(results)

@@ -108,7 +108,8 @@ def _work(numel: int, device) -> torch.Tensor:
     bufs = getattr(_WORK, "bufs", None)
     if bufs is None:
         bufs = _WORK.bufs = {}
-    key = str(torch.device(device))
+    # a buffer made under inference mode cannot be written outside it (and the editor loads either way)
+    key = (str(torch.device(device)), torch.is_inference_mode_enabled())
     if key not in bufs or bufs[key].numel() < numel:
         bufs[key] = torch.empty(numel, dtype=torch.float32, device=device)
     return bufs[key][:numel]

@@ -83,8 +83,8 @@ def _largest_region(cells: np.ndarray) -> np.ndarray | None:
 def read_picture(image) -> tuple[str, list[Found]]:
     """(background colour, objects) of an RGB image (PIL image or uint8 array [384, 384, 3])."""
     pixels = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
-    if pixels.shape != (SIZE, SIZE, 3):
-        raise ValueError(f"expected a {SIZE} x {SIZE} RGB picture, got {pixels.shape}")
+    if pixels.shape != (SIZE, SIZE, 3) or pixels.dtype != np.uint8:
+        raise ValueError(f"expected a {SIZE} x {SIZE} uint8 RGB picture, got {pixels.shape} {pixels.dtype}")
     labels = nearest_colours(pixels)
     ring = np.concatenate([pixels[:BORDER].reshape(-1, 3), pixels[-BORDER:].reshape(-1, 3),
                            pixels[:, :BORDER].reshape(-1, 3), pixels[:, -BORDER:].reshape(-1, 3)])
