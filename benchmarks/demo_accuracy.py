@@ -94,8 +94,6 @@ def understanding_scores(folder, count: int):
 
 def distribution_record(lm, captions, cfg: float):
     """Mean entropy (nats) and top-1 probability of the CFG-mixed image-token distributions at `cfg`."""
-    import torch
-
     from janus_core import prepare_cond, sample_tokens
     from janus_core import sampler as sampler_mod
 
@@ -115,7 +113,6 @@ def distribution_record(lm, captions, cfg: float):
     finally:
         sampler_mod._jacobi_finalised = real
     total = 576 * len(captions)
-    del torch
     return sum(entropies) / total, sum(tops) / total
 
 

@@ -32,6 +32,7 @@ from common import load_checkpoint  # noqa: E402
 
 from janus_core.loader import Checkpoint, understanding_config  # noqa: E402
 from janus_core.weights import understanding_sources  # noqa: E402
+from tests.tiny_checkpoint import _set_generation_config as set_token_ids  # noqa: E402  (the same ids the tests set)
 
 PREPROCESSOR = {"do_normalize": True, "do_pad": True, "do_rescale": True, "do_resize": True,
                 "image_mean": [0.5, 0.5, 0.5], "image_processor_type": "JanusImageProcessor",
@@ -62,18 +63,6 @@ def hf_config(vq: VQArch, lm: LMArch, vis: VisionArch):
                    "num_patches": 24},
         tie_word_embeddings=False,
     )
-
-
-def set_token_ids(model, tokenizer_path: Path) -> None:
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer_path))
-    gc = model.generation_config
-    gc.pad_token_id = tok.token_to_id("<｜▁pad▁｜>")
-    gc.bos_token_id = tok.token_to_id("<｜begin▁of▁sentence｜>")
-    gc.eos_token_id = tok.token_to_id("<｜end▁of▁sentence｜>")
-    gc.generation_kwargs = {"boi_token_id": tok.token_to_id("<begin_of_image>")}
-    model.config.image_token_id = tok.token_to_id("<image_placeholder>")
 
 
 def write_folder(model, folder: Path, tokenizer_path: Path, dtype) -> None:
@@ -143,6 +132,7 @@ def main(argv=None) -> int:
     shutil.rmtree(staging, ignore_errors=True)
     write_folder(model, staging, tokenizer, getattr(torch, args.dtype))
     if target.exists():
+        print(f"replacing the existing {target}")  # the point of the command: rebuild the bundled model
         shutil.rmtree(target)
     staging.rename(target)
     size = sum(f.stat().st_size for f in target.iterdir())
