@@ -347,6 +347,19 @@ def _jacobi_finalised(n: int, a: int, logits: torch.Tensor) -> None:
     teacher-forcing test records them)."""
 
 
+def _draft_hits(out: torch.Tensor, keep, n: int, a: int, draft_init: str) -> int:
+    """How many of the final positions n .. n + a - 1 (n >= 1) hold, in every image, the draft `guess` first gave
+    them (kept positions always do): what `WidthChooser` predicts a window's acceptance from."""
+    if draft_init == "random":
+        return 0
+    idx = torch.arange(n, n + a, device=out.device)
+    source = torch.where(idx >= GRID, idx - GRID, idx - 1) if draft_init == "up" else idx - 1
+    hit = out[:, idx] == out[:, source]
+    if keep is not None:
+        hit |= keep[:, idx]
+    return int(hit.all(0).sum())
+
+
 def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, tuner: ThreadTuner,
                  chooser: WidthChooser) -> tuple[torch.Tensor, int]:
     """Speculative Jacobi decoding with the sampler's own noise (see `sample_tokens`).
@@ -419,12 +432,13 @@ def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, 
         a = min(int(accepted(known[:, n : n + w - 1], outputs).min()), n_tok - n)
         _jacobi_finalised(n, a, logits)
         out[:, n : n + a] = outputs[:, :a]
+        hits = _draft_hits(out, run.keep, n, a, draft_init) if chooser.active else None
         known[:, n : n + w] = outputs  # finals, then this forward's outputs as the next drafts
         n += a
         guess(max(filled, n - a + w), n + window - 2)  # every position up to n + window - 2 holds a draft
         filled = max(filled, n - a + w, n + window - 1)
         reported = run.report(n, out, reported)
-        chooser.record(w, time.perf_counter() - t0, a)
+        chooser.record(w, time.perf_counter() - t0, a, hits)
         if not probe:
             step_tuner.after()
     for extra in tuners.values():

@@ -190,62 +190,93 @@ class ThreadTuner:
         torch.set_num_threads(self.saved)
 
 
-WIDTH_TRIAL = 3  # forwards timed per width in the first trial
-WIDTH_RETRIAL = 2  # forwards of the losing width when it is tried again
-WIDTH_RETRY = 64  # final tokens before the losing width is tried again (x2 after each loss in a row)
+WIDTH_TIMES = 5  # recent forwards kept per width; the fastest counts (a slow one was disturbed, not the width)
+MATCH_MEMORY = 32  # final tokens over which the draft hit rate is averaged (decays by 1/32 per token)
+WIDTH_REFRESH = 96  # final tokens after which a width's time is measured again, if the choice is close
+CALIBRATION_PRIOR = 32.0  # tokens of belief that the window accepts what the hit rate predicts
+CLOSE_CALL = 1.5  # "close": the other width's predicted cost per token within this factor
 
 
 class WidthChooser:
     """Chooses, forward by forward, between the Jacobi window and one-token (sequential) steps of one loop.
 
-    `width()` says what the next forward runs; `record(width, seconds, accepted)` reports it. A trial times
-    WIDTH_TRIAL forwards of each width (the window first); cost = seconds / final tokens over a width's last
-    trial forwards; the other width replaces the incumbent only when SWITCH_GAIN cheaper. The loser is tried
-    again (WIDTH_RETRIAL forwards) after WIDTH_RETRY final tokens, twice as long after each further loss, so
-    a run where one width always wins spends few forwards on the other (on random weights: 9 window forwards of
-    ~570). `probing(w)`: w is being tried, not run (its thread tuner holds still, so a probe is not also timed
-    at a worse thread count). `active=False` always answers `window`."""
+    A window forward pays when the final tokens it makes outweigh its cost: window cheaper per token when
+    t_window / accepted < t_one. The two times are properties of the machine and model (the fastest of each
+    width's last WIDTH_TIMES forwards); what a window would accept is a property of the picture at the frontier,
+    predicted from the draft hit rate m (the share of recent final tokens equal to the draft their position
+    was first given: the token above for "up"), which both widths observe for free: a window whose new drafts
+    each hit with chance m confirms about (1 - m^W) / (1 - m) tokens, times a calibration c (accepted / predicted over the
+    window forwards run, decayed, with a prior of c = 1, since refined drafts confirm more than first guesses).
+    So a stretch where the window does not pay (an object's edge, random weights) runs one-token steps, which
+    are the sequential step exactly, and the window comes back where the picture turns predictable, with no
+    trial forwards to pay. The first forwards time both widths (window first); a width's time is measured
+    again after WIDTH_REFRESH tokens when the choice is a close call. The other width replaces the current one
+    only when SWITCH_GAIN cheaper.
+
+    `width()` says what the next forward runs; `record(width, seconds, accepted, hits)` reports it (`hits`: how
+    many of the `accepted` new final tokens equal their first draft). `probing(w)`: w is run to be timed, not
+    chosen (its thread tuner holds still). `active=False` always answers `window`."""
 
     def __init__(self, window: int, active: bool = True):
         self.window, self.active = window, active
         self.best = window
-        self.trial = [window] * WIDTH_TRIAL + [1] * WIDTH_TRIAL if active else []
-        self.runs: dict[int, list[tuple[float, int]]] = {window: [], 1: []}
+        self.trial = [window, window, 1, 1] if active else []
+        self.times: dict[int, list[float]] = {window: [], 1: []}
+        self.timed_at = {window: 0, 1: 0}  # final-token count when each width last ran
+        self.hit_rate = 0.5
+        self.calibration = 1.0
+        self.window_sums = (0.0, 0.0)  # decayed sums over window forwards: accepted, first_guess()
         self.tokens = 0
-        self.next_retry = 0
-        self.retry = WIDTH_RETRY
         self.used = {window: 0, 1: 0}  # forwards per width (reported)
+
+    def first_guess(self) -> float:
+        """Tokens a window confirms if each new draft hits with the recent hit rate, independently."""
+        m, w = min(self.hit_rate, 0.999), self.window
+        return (1 - m**w) / (1 - m)
+
+    def predicted_accepted(self) -> float:
+        return min(float(self.window), max(1.0, self.calibration * self.first_guess()))
+
+    def cost(self, width: int) -> float:
+        """Predicted seconds per final token."""
+        if not self.times[width]:
+            return float("inf")
+        seconds = min(self.times[width])
+        return seconds / self.predicted_accepted() if width == self.window else seconds
 
     def width(self) -> int:
         if not self.active:
             return self.window
-        if not self.trial and self.tokens >= self.next_retry:
+        if not self.trial:
             other = 1 if self.best == self.window else self.window
-            self.runs[other] = []
-            self.trial = [other] * WIDTH_RETRIAL
+            close = self.cost(other) < CLOSE_CALL * self.cost(self.best)
+            if close and self.tokens - self.timed_at[other] >= WIDTH_REFRESH:
+                self.trial = [other]
         return self.trial[0] if self.trial else self.best
 
     def probing(self, width: int) -> bool:
         return self.active and width != self.best
 
-    def cost(self, width: int) -> float:
-        runs = self.runs[width]
-        return sum(t for t, _ in runs) / max(1, sum(a for _, a in runs)) if runs else float("inf")
-
-    def record(self, width: int, seconds: float, accepted: int) -> None:
+    def record(self, width: int, seconds: float, accepted: int, hits: int | None = None) -> None:
         self.used[width] += 1
-        self.tokens += accepted
         if not self.active:
+            self.tokens += accepted
             return
-        runs = self.runs[width]
-        runs.append((seconds, accepted))
-        del runs[:-WIDTH_TRIAL]
+        if width == self.window:  # calibrate before the hit rate moves on
+            self.window_sums = (0.9 * self.window_sums[0] + accepted, 0.9 * self.window_sums[1] + self.first_guess())
+            # a prior worth CALIBRATION_PRIOR tokens at c = 1: two unlucky first forwards do not condemn the window
+            self.calibration = (self.window_sums[0] + CALIBRATION_PRIOR) / (self.window_sums[1] + CALIBRATION_PRIOR)
+        if accepted > 0 and hits is not None:
+            keep = (1 - 1 / MATCH_MEMORY) ** accepted
+            self.hit_rate = keep * self.hit_rate + (1 - keep) * (hits / accepted)
+        self.tokens += accepted
+        runs = self.times[width]
+        runs.append(seconds)
+        del runs[:-WIDTH_TIMES]
+        self.timed_at[width] = self.tokens
         if self.trial:
             self.trial.pop(0)
-            if not self.trial:
-                other = 1 if self.best == self.window else self.window
-                if self.cost(other) < SWITCH_GAIN * self.cost(self.best):
-                    self.best, self.retry = other, WIDTH_RETRY
-                else:
-                    self.retry *= 2
-                self.next_retry = self.tokens + self.retry
+        if not self.trial:
+            other = 1 if self.best == self.window else self.window
+            if self.cost(other) < SWITCH_GAIN * self.cost(self.best):
+                self.best = other

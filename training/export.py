@@ -21,6 +21,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -90,6 +91,41 @@ def trained_tensors(ckpt: Checkpoint, lm, und, vq) -> dict[str, torch.Tensor]:
     put(und, understanding_sources(ckpt.layout, cfg.depth, len(cfg.aligner_dims) - 1))
     put(vq, {n: (ckpt.vq_names[n],) for n in vq.state_dict()})
     return out
+
+
+def archs_of(config: dict) -> tuple[VQArch, LMArch, VisionArch]:
+    """The training dimensions of an exported folder's config.json (hf_config read backwards)."""
+    t, v, q = config["text_config"], config["vision_config"], config["vq_config"]
+    vq = VQArch(base_channels=q["base_channels"], channel_multiplier=tuple(q["channel_multiplier"]),
+                num_res_blocks=q["num_res_blocks"], latent_channels=q["latent_channels"], embed_dim=q["embed_dim"],
+                num_embeddings=q["num_embeddings"])
+    rope = (t.get("rope_parameters") or {}).get("rope_theta", t.get("rope_theta", LMArch.rope_theta))
+    lm = LMArch(hidden_size=t["hidden_size"], num_layers=t["num_hidden_layers"], num_heads=t["num_attention_heads"],
+                num_kv_heads=t["num_key_value_heads"], intermediate_size=t["intermediate_size"],
+                vocab_size=t["vocab_size"], max_position_embeddings=t["max_position_embeddings"], rope_theta=rope,
+                rms_norm_eps=t["rms_norm_eps"])
+    vis = VisionArch(width=v["hidden_size"], depth=v["num_hidden_layers"], heads=v["num_attention_heads"],
+                     patch=v["patch_size"], mlp_hidden=round(v["mlp_ratio"] * v["hidden_size"]),
+                     aligner_depth=v["depth"])
+    return vq, lm, vis
+
+
+def read_folder(folder: Path):
+    """The training modules (VQ with encoder, language model, tower) holding an exported folder's weights, in fp32:
+    `trained_tensors` read backwards, so a later training run can start from a shipped checkpoint."""
+    vq_arch, lm_arch, vis_arch = archs_of(json.loads((folder / "config.json").read_text()))
+    vq = build_vq(vq_arch)
+    lm = build_lm(lm_arch, vq_arch.num_embeddings, vq_arch.embed_dim)
+    und = build_understanding(vis_arch, lm_arch)
+    with Checkpoint(folder) as ckpt:
+        cfg = understanding_config(ckpt)
+        for module, sources in ((lm, ckpt.generator_sources),
+                                (und, understanding_sources(ckpt.layout, cfg.depth, len(cfg.aligner_dims) - 1)),
+                                (vq, {n: (ckpt.vq_names[n],) for n in vq.state_dict()})):
+            state = {name: torch.cat([ckpt.reader.read(k).float() for k in sources[name]])
+                     for name in module.state_dict()}
+            module.load_state_dict(state, strict=True)
+    return SimpleNamespace(vq=vq.eval(), vq_arch=vq_arch, lm=lm, lm_arch=lm_arch, und=und, vis_arch=vis_arch)
 
 
 def main(argv=None) -> int:

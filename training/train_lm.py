@@ -48,6 +48,11 @@ def scene_of(seed: int, index: int):
 
 
 def load_vq(path: Path, device):
+    if path.is_dir():  # an exported folder (the bundled demo model): its VQ, encoder included
+        from export import read_folder
+
+        bundle = read_folder(path)
+        return bundle.vq.to(device).eval(), bundle.vq_arch
     state = load_checkpoint(path)
     if state is None:
         raise SystemExit(f"no VQ checkpoint at {path}: run training/train_vq.py first")
@@ -221,6 +226,9 @@ def main(argv=None) -> int:
     p.add_argument("--first-weight", type=float, default=24.0, help="loss weight of the first image token")
     p.add_argument("--edge-weight", type=float, default=4.0, help="extra loss weight of tokens unlike their "
                    "left and upper neighbours (see token_weights); 0 and --first-weight 1: plain next-token loss")
+    p.add_argument("--init", type=Path, default=None, help="start from the weights of an exported folder (e.g. "
+                   "janus_core/demo_model) instead of random ones, with a fresh optimizer and schedule; ignored "
+                   "when --out holds a checkpoint to resume")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--device", default="auto")
@@ -255,6 +263,15 @@ def main(argv=None) -> int:
         opt.load_state_dict(state["optimizer"])
         start = state["step"]
         print(f"resuming {ckpt_path} at step {start}")
+    elif args.init is not None:
+        from export import read_folder
+
+        bundle = read_folder(args.init)
+        if (bundle.lm_arch, bundle.vis_arch) != (lm_arch, vis_arch):
+            raise SystemExit(f"error: --init {args.init} has other dimensions ({bundle.lm_arch}, {bundle.vis_arch})")
+        lm.load_state_dict(bundle.lm.state_dict())
+        und.load_state_dict(bundle.und.state_dict())
+        print(f"starting from the weights in {args.init}")
     print(f"LM {parameter_count(lm) / 1e6:.2f} M, understanding {parameter_count(und) / 1e6:.2f} M parameters, "
           f"{lm_arch}, {vis_arch}, on {device}")
     prep = ImagePreprocess()
