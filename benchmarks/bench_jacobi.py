@@ -7,9 +7,10 @@
    window in --windows and every draft initialisation, batch 1; all runs make the same tokens as the sequential
    loop (checked: any difference is reported with its near-tie gap).
 2. wall: seconds per image, sequential vs jacobi (--wall-window) vs auto, fp32 and bf16, batch 1 and 4, on the
-   demo model, one warm-up first, the median of --repeats; and on the pro1b-4L random checkpoint (random
-   weights: forwards mean nothing there) the cost of one window forward against one one-token forward, which
-   says how many tokens a window must confirm to pay there.
+   demo model, one warm-up first, the median of --repeats; with --wall-models demo,pro1b-4L also sequential vs
+   auto on that random checkpoint, where no window pays (what auto costs when it should not use the window);
+   and for --cost-models the cost of one window forward against one one-token forward, which says how many
+   tokens a window must confirm to pay.
 3. exactness at scale: --exact-seeds images per caption, jacobi (--wall-window) against sequential; the share of
    identical images and, for each that differs, the relative gap between the two largest p/E at the first
    differing position.
@@ -124,20 +125,21 @@ def cost_table(folder, name, batches, dtypes, window):
 
 
 def wall_table(models, batches, dtypes, window, repeats):
+    """models: (name, folder, prompt, decodings timed besides sequential)."""
     from janus_core import load_generator, prepare_cond
 
     rows, rec = [], []
-    for name, folder, prompt in models:
+    for name, folder, prompt, decodings in models:
         for dtype in dtypes:
             lm = load_generator(folder, dtype=dtype, device="cpu")
             cond = prepare_cond(lm, prompt)
             for b in batches:
-                res = {d: per_image_seconds(lm, cond, b, d, window, repeats) for d in ("sequential", "jacobi", "auto")}
+                res = {d: per_image_seconds(lm, cond, b, d, window, repeats) for d in ("sequential", *decodings)}
                 seq = res["sequential"][0]
                 rec.append({"model": name, "dtype": dtype, "batch": b, "window": window,
                             **{f"{d}_s": r[0] for d, r in res.items()}, **{f"{d}_forwards": r[1] for d, r in res.items()}})
                 rows.append([name, dtype, b, f"{seq:.2f}"] + [f"{res[d][0]:.2f} ({res[d][1]} fw, {seq / res[d][0]:.2f}x)"
-                                                             for d in ("jacobi", "auto")])
+                                                             if d in res else "-" for d in ("jacobi", "auto")])
                 print("wall", rows[-1], flush=True)
             del lm
     return rows, rec
@@ -175,6 +177,9 @@ def main(argv=None) -> int:
     p.add_argument("--inits", default="up,left,random")
     p.add_argument("--wall-window", type=int, default=16)
     p.add_argument("--cost-models", default="demo,pro1b-4L", help="models whose per-forward cost is measured")
+    p.add_argument("--wall-models", default="demo", help="models timed per image: demo, and random checkpoints "
+                   "such as pro1b-4L (where the window never pays: sequential against auto only)")
+    p.add_argument("--random-batches", default="1", help="batches timed on the random --wall-models")
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--batches", default="1,4")
     p.add_argument("--repeats", type=int, default=2)
@@ -201,9 +206,23 @@ def main(argv=None) -> int:
                         rows)]
     batches, dtypes = [int(b) for b in args.batches.split(",")], args.dtypes.split(",")
     if "wall" in parts:
-        rows, record["wall"] = wall_table([("demo", demo, texts[0])], batches, dtypes, args.wall_window, args.repeats)
-        md += ["", f"Seconds per image (median of {args.repeats}, after a warm-up), demo model, cfg 5, temperature 1; "
-               f"jacobi window {args.wall_window}; auto = jacobi with one-token steps where the window does not pay:", "",
+        rows, record["wall"] = [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            from benchmarks.bench_sampler import build_checkpoint
+
+            for name in [m for m in args.wall_models.split(",") if m]:
+                if name == "demo":
+                    r, rec = wall_table([("demo", demo, texts[0], ("jacobi", "auto"))], batches, dtypes,
+                                        args.wall_window, args.repeats)
+                else:
+                    folder = build_checkpoint(name, Path(tmp) / name, "float32")
+                    r, rec = wall_table([(name, folder, texts[0], ("auto",))],
+                                        [int(b) for b in args.random_batches.split(",")], dtypes, args.wall_window,
+                                        args.repeats)
+                rows += r
+                record["wall"] += rec
+        md += ["", f"Seconds per image (median of {args.repeats}, after a warm-up), cfg 5, temperature 1; jacobi window "
+               f"{args.wall_window}; auto = jacobi with one-token steps where the window does not pay:", "",
                md_table(["model", "dtype", "batch", "sequential s", "jacobi s (forwards, speed-up)",
                          "auto s (forwards, speed-up)"], rows)]
         with tempfile.TemporaryDirectory() as tmp:

@@ -125,9 +125,9 @@ DRAFT_INITS = ("up", "left", "random")
 
 
 def auto_decoding(lm: JanusLM, compile: bool = False) -> str:
-    """What decoding="auto" runs. On the CPU, eager: Jacobi with the window chosen forward by forward from the
-    loop's own timings (`tuning.WidthChooser`: window forwards where they pay, one-token steps where they do not,
-    e.g. on random weights); both make the same tokens. CUDA is not measured yet, and a compiled step has one
+    """What decoding="auto" runs. On the CPU, eager: Jacobi with the width chosen forward by forward
+    (`tuning.WidthChooser`: both widths timed as they run, a window's yield predicted from the draft hit rate;
+    window forwards where they pay, one-token steps where they do not); both make the same tokens. CUDA is not measured yet, and a compiled step has one
     fixed shape: the sequential loop there."""
     return "jacobi" if lm.device.type == "cpu" and not compile else "sequential"
 

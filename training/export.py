@@ -138,13 +138,20 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from transformers import JanusForConditionalGeneration
 
-    vq_state, lm_state = load_checkpoint(args.vq), load_checkpoint(args.lm)
-    if vq_state is None or lm_state is None:
-        raise SystemExit(f"error: missing checkpoint ({args.vq if vq_state is None else args.lm})")
-    vq_arch = _arch(VQArch, vq_state["arch"])
+    lm_state = load_checkpoint(args.lm)
+    if args.vq.is_dir():  # the VQ of an exported folder (an LM run started with --vq janus_core/demo_model)
+        bundle = read_folder(args.vq)
+        vq, vq_arch, vq_step = bundle.vq, bundle.vq_arch, f"from {args.vq}"
+    else:
+        vq_state = load_checkpoint(args.vq)
+        if vq_state is None:
+            raise SystemExit(f"error: missing checkpoint {args.vq}")
+        vq_arch, vq_step = _arch(VQArch, vq_state["arch"]), vq_state["step"]
+        vq = build_vq(vq_arch)
+        vq.load_state_dict(vq_state["model"])
+    if lm_state is None:
+        raise SystemExit(f"error: missing checkpoint {args.lm}")
     lm_arch, vis_arch = _arch(LMArch, lm_state["lm_arch"]), _arch(VisionArch, lm_state["vision_arch"])
-    vq = build_vq(vq_arch)
-    vq.load_state_dict(vq_state["model"])
     lm = build_lm(lm_arch, vq_arch.num_embeddings, vq_arch.embed_dim)
     lm.load_state_dict(lm_state["lm"])
     und = build_understanding(vis_arch, lm_arch)
@@ -172,7 +179,7 @@ def main(argv=None) -> int:
         shutil.rmtree(target)
     staging.rename(target)
     size = sum(f.stat().st_size for f in target.iterdir())
-    print(f"wrote {target} ({size / 2**20:.1f} MiB): VQ step {vq_state['step']}, LM step {lm_state['step']}")
+    print(f"wrote {target} ({size / 2**20:.1f} MiB): VQ step {vq_step}, LM step {lm_state['step']}")
     return 0
 
 
