@@ -63,17 +63,24 @@ def forwards_table(lm, texts, seeds, windows, inits):
     return rows, rec
 
 
-def per_image_seconds(lm, cond, batch, decoding, window, repeats):
+def per_image_seconds(lm, cond, batch, decodings, window, repeats):
+    """{decoding: (median seconds per image, forwards)}: one warm-up of each (forms measured, allocator warm),
+    then the decodings interleaved, round after round (a noisy shared machine drifts between minutes: each
+    round's contenders see the same drift), seeds varying by round."""
     from janus_core import sample_tokens
 
-    kw = dict(seed=0, batch_size=batch, cfg=5.0, decoding=decoding, window=window)
-    out = sample_tokens(lm, cond, **kw)  # warm-up (forms measured, allocator warm)
-    times = []
-    for _ in range(repeats):
+    def once(decoding, seed):
         t0 = time.perf_counter()
-        out = sample_tokens(lm, cond, **kw)
-        times.append((time.perf_counter() - t0) / batch)
-    return statistics.median(times), out.settings["forwards"]
+        out = sample_tokens(lm, cond, seed=seed, batch_size=batch, cfg=5.0, decoding=decoding, window=window)
+        return (time.perf_counter() - t0) / batch, out.settings["forwards"]
+
+    for d in decodings:
+        once(d, 0)
+    runs = {d: [] for d in decodings}
+    for r in range(repeats):
+        for d in decodings:
+            runs[d].append(once(d, r))
+    return {d: (statistics.median(t for t, _ in v), round(statistics.mean(f for _, f in v))) for d, v in runs.items()}
 
 
 def forward_cost(lm, batch: int, width: int, steps: int = 8) -> float:
@@ -134,7 +141,7 @@ def wall_table(models, batches, dtypes, window, repeats):
             lm = load_generator(folder, dtype=dtype, device="cpu")
             cond = prepare_cond(lm, prompt)
             for b in batches:
-                res = {d: per_image_seconds(lm, cond, b, d, window, repeats) for d in ("sequential", *decodings)}
+                res = per_image_seconds(lm, cond, b, ("sequential", *decodings), window, repeats)
                 seq = res["sequential"][0]
                 rec.append({"model": name, "dtype": dtype, "batch": b, "window": window,
                             **{f"{d}_s": r[0] for d, r in res.items()}, **{f"{d}_forwards": r[1] for d, r in res.items()}})
@@ -221,7 +228,8 @@ def main(argv=None) -> int:
                                         args.repeats)
                 rows += r
                 record["wall"] += rec
-        md += ["", f"Seconds per image (median of {args.repeats}, after a warm-up), cfg 5, temperature 1; jacobi window "
+        md += ["", f"Seconds per image (median of {args.repeats} interleaved rounds, seeds 0.., after a warm-up), cfg 5, "
+               f"temperature 1; jacobi window "
                f"{args.wall_window}; auto = jacobi with one-token steps where the window does not pay:", "",
                md_table(["model", "dtype", "batch", "sequential s", "jacobi s (forwards, speed-up)",
                          "auto s (forwards, speed-up)"], rows)]
@@ -234,9 +242,11 @@ def main(argv=None) -> int:
                 r, rec = cost_table(folder, name, batches, dtypes, args.wall_window)
                 cost_rows += r
                 record.setdefault("cost", []).extend(rec)
-        md += ["", f"One decode forward (prompt 64 + cache, head included, median of 8): one position against a window of "
-               f"{args.wall_window}; the ratio is how many tokens a window forward must confirm to pay:", "",
-               md_table(["model", "dtype", "batch", "one-token forward ms", "window forward ms", "ratio"], cost_rows)]
+        if cost_rows:
+            md += ["", f"One decode forward (prompt 64 + cache, head included, median of 8): one position against a "
+                   f"window of {args.wall_window}; the ratio is how many tokens a window forward must confirm to pay:",
+                   "", md_table(["model", "dtype", "batch", "one-token forward ms", "window forward ms", "ratio"],
+                                cost_rows)]
     if "exact" in parts:
         lm = load_generator(demo, dtype="float32", device="cpu")
         same, total, gaps = exactness(lm, captions(args.exact_captions), args.exact_seeds, args.wall_window)

@@ -127,8 +127,8 @@ DRAFT_INITS = ("up", "left", "random")
 def auto_decoding(lm: JanusLM, compile: bool = False) -> str:
     """What decoding="auto" runs. On the CPU, eager: Jacobi with the width chosen forward by forward
     (`tuning.WidthChooser`: both widths timed as they run, a window's yield predicted from the draft hit rate;
-    window forwards where they pay, one-token steps where they do not); both make the same tokens. CUDA is not measured yet, and a compiled step has one
-    fixed shape: the sequential loop there."""
+    window forwards where they pay, one-token steps where they do not); both make the same tokens. CUDA is not
+    measured yet, and a compiled step has one fixed shape: the sequential loop there."""
     return "jacobi" if lm.device.type == "cpu" and not compile else "sequential"
 
 
@@ -352,6 +352,8 @@ def _draft_hits(out: torch.Tensor, keep, n: int, a: int, draft_init: str) -> int
     them (kept positions always do): what `WidthChooser` predicts a window's acceptance from."""
     if draft_init == "random":
         return 0
+    if a == 1 and keep is None:  # the one-token step's case, in two small ops
+        return int((out[:, n] == out[:, n - GRID if n >= GRID and draft_init == "up" else n - 1]).all())
     idx = torch.arange(n, n + a, device=out.device)
     source = torch.where(idx >= GRID, idx - GRID, idx - 1) if draft_init == "up" else idx - 1
     hit = out[:, idx] == out[:, source]
@@ -424,12 +426,17 @@ def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, 
         logits = cfg_mix(model.image_logits(hidden).float(), b, run.cfg)  # [B, w, V]: positions n .. n + w - 1
         draw_noise(n + window)
         positions = n + offsets[:w]
-        ring = None if noise is None else noise[:, positions % window]
+        if noise is None:
+            ring = None
+        elif w == 1:  # the one-token step: no gather (it must cost what the sequential step costs)
+            ring = noise[:, n % window : n % window + 1]
+        else:
+            ring = noise[:, positions % window]
         outputs = run.pick(logits, ring)
         if run.keep is not None:
             inside = positions.clamp(max=n_tok - 1)
             outputs = torch.where(run.keep[:, inside], run.init[:, inside], outputs)
-        a = min(int(accepted(known[:, n : n + w - 1], outputs).min()), n_tok - n)
+        a = 1 if w == 1 else min(int(accepted(known[:, n : n + w - 1], outputs).min()), n_tok - n)
         _jacobi_finalised(n, a, logits)
         out[:, n : n + a] = outputs[:, :a]
         hits = _draft_hits(out, run.keep, n, a, draft_init) if chooser.active else None
