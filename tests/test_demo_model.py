@@ -92,6 +92,18 @@ def test_transformers_loads_the_demo_and_agrees(demo):
     assert n == 144 and torch.equal(ours[:, :n], theirs.cpu())
 
 
+def test_training_reads_the_bundled_folder_back(demo):
+    """export.read_folder (what `train_lm.py --init` starts from) holds exactly the weights janus_core loads."""
+    from export import read_folder
+
+    bundle = read_folder(DEMO_FOLDER)
+    lm, vq = demo
+    for trained, loaded in ((bundle.lm, lm.model), (bundle.vq, vq.model)):
+        theirs = dict(loaded.named_parameters())
+        for name, tensor in trained.named_parameters():
+            assert torch.equal(tensor, theirs[name].float()), name
+
+
 def test_demo_draws_what_the_caption_asks(drawn):
     """Floors well under what the bundled weights score (benchmarks/demo_accuracy.py): a model that ignores the
     caption, or a pipeline that scrambles it, falls below them."""

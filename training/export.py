@@ -86,11 +86,17 @@ def trained_tensors(ckpt: Checkpoint, lm, und, vq) -> dict[str, torch.Tensor]:
             for key, part in zip(keys, torch.split(tensor, sizes) if len(keys) > 1 else [tensor]):
                 out[key] = part.detach().float().contiguous()
 
-    put(lm, ckpt.generator_sources)
-    cfg = understanding_config(ckpt)
-    put(und, understanding_sources(ckpt.layout, cfg.depth, len(cfg.aligner_dims) - 1))
-    put(vq, {n: (ckpt.vq_names[n],) for n in vq.state_dict()})
+    for module, sources in module_sources(ckpt, lm, und, vq):
+        put(module, sources)
     return out
+
+
+def module_sources(ckpt: Checkpoint, lm, und, vq):
+    """(module, {parameter name: checkpoint keys}) for the three trained modules, by janus_core's key maps."""
+    cfg = understanding_config(ckpt)
+    return ((lm, ckpt.generator_sources),
+            (und, understanding_sources(ckpt.layout, cfg.depth, len(cfg.aligner_dims) - 1)),
+            (vq, {n: (ckpt.vq_names[n],) for n in vq.state_dict()}))
 
 
 def archs_of(config: dict) -> tuple[VQArch, LMArch, VisionArch]:
@@ -118,10 +124,7 @@ def read_folder(folder: Path):
     lm = build_lm(lm_arch, vq_arch.num_embeddings, vq_arch.embed_dim)
     und = build_understanding(vis_arch, lm_arch)
     with Checkpoint(folder) as ckpt:
-        cfg = understanding_config(ckpt)
-        for module, sources in ((lm, ckpt.generator_sources),
-                                (und, understanding_sources(ckpt.layout, cfg.depth, len(cfg.aligner_dims) - 1)),
-                                (vq, {n: (ckpt.vq_names[n],) for n in vq.state_dict()})):
+        for module, sources in module_sources(ckpt, lm, und, vq):
             state = {name: torch.cat([ckpt.reader.read(k).float() for k in sources[name]])
                      for name in module.state_dict()}
             module.load_state_dict(state, strict=True)

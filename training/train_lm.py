@@ -237,6 +237,8 @@ def main(argv=None) -> int:
     p.add_argument("--pool-only", action="store_true", help="encode the pool and stop")
     args = p.parse_args(argv)
     set_threads(args.threads)
+    if args.init is not None and not (args.init / "config.json").is_file():  # before the pool's minutes of work
+        raise SystemExit(f"error: --init {args.init} is not an exported checkpoint folder (no config.json)")
     device = pick_device(args.device)
     vq, vq_arch = load_vq(args.vq, device)
     pool = build_pool(vq, args.out / "pool", args.pool, args.seed, device, args.amp)
