@@ -23,7 +23,7 @@ from .memory import check_fits, sampling_bytes
 from .model import KVCache, rope_tables
 from .payloads import GRID, NUM_IMAGE_TOKENS, JanusCond, JanusLM, JanusTokens
 from .sampling import cfg_mix, draw, fill_noise, probabilities
-from .tuning import ThreadTuner, WidthChooser, prepare_forms
+from .tuning import ThreadTuner, WidthChooser, prepare_forms, recall, remember, window_cost_key
 from .validate import integer, sampler_settings
 
 ProgressFn = Callable[[int, int, torch.Tensor], None]  # (step done, total, tokens so far [B, step])
@@ -220,7 +220,11 @@ def sample_tokens(
         hidden = model.forward_hidden(model.embed_text(ids), cos[:, :, :prompt_len], sin[:, :, :prompt_len],
                                       cache, 0, prefill_mask)[:, -1]
         if decoding == "jacobi":
-            out, forwards = _jacobi_loop(run, hidden, window, draft_init, tuner, WidthChooser(window, adaptive))
+            cost_key = window_cost_key(lm, rows, window, torch.get_num_threads())
+            chooser = WidthChooser(window, adaptive, recall("window", cost_key) if adaptive else None)
+            out, forwards = _jacobi_loop(run, hidden, window, draft_init, tuner, chooser)
+            if chooser.measured:
+                remember("window", {cost_key: chooser.cost})  # every later run on this machine decides alike
         else:
             out, forwards = _sequential_loop(run, hidden, tuner)
         ok = True
@@ -237,7 +241,8 @@ def sample_tokens(
         settings={"cfg": cfg, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                   "batch_size": batch_size, "seed": seed, "partial": keep is not None,
                   "quantize": lm.quantize, "decoding": decoding, "window": window if decoding == "jacobi" else None,
-                  "adaptive": adaptive, "forwards": forwards},
+                  "adaptive": adaptive, "forwards": forwards,
+                  "window_cost": chooser.cost if adaptive else None},
         model=lm.identity.as_dict(),
         prompt=cond.prompt,
     )

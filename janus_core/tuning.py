@@ -22,15 +22,27 @@ slower (benchmarks/README.md, "Decode products"). So:
   bits on any thread count; `tests/test_tuning.py` checks the tokens), so this only changes speed.
 - **Jacobi window** (`WidthChooser`, decoding="auto"): a window forward costs more than a one-token forward (how
   much depends on the machine, the dtype and the model), and what it gains depends on how many drafts the model
-  confirms (many on a trained model, almost none on random weights). The loop times both widths on its own
-  steps, cost = seconds per final token, keeps the cheaper and tries the other again later. Both widths make
-  the same tokens, so this too only changes speed.
+  confirms (many on a trained model, almost none on random weights). The two forms round differently, so a
+  token at a near-tie can depend on which width computed it: the width of every forward must follow from the
+  tokens alone, never from a clock, or the same graph could make another image on a rerun. So the loop's
+  choices are a fixed function of the tokens so far and one number, the window's cost in one-token forwards,
+  measured once (on the first run's opening forwards, which are the same in every run) and then kept.
+- **Kept measurements** (`recall` / `remember`): the measured choices that can change output bits (the product
+  forms and the window's cost) are kept per machine (CPU model, torch's kernel level, torch version, core
+  count) in a small JSON file, so a graph rerun after a restart, or tomorrow, makes the same tokens as today.
+  `JANUS_TUNING_CACHE` names the file (empty: keep nothing beyond the process); by default
+  `$XDG_CACHE_HOME/janus_ar/tuning.json` (`~/.cache/...`). Delete it to measure again. A file that cannot be
+  read or written is ignored: the measurements then last for the process.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import platform
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -103,16 +115,18 @@ def prepare_forms(model: nn.Module, rows: int) -> dict[tuple, bool]:
             decided[key] = forced == "gemv"
         elif rows > FORM_MAX_ROWS or m.weight.numel() * m.weight.element_size() <= SMALL_WEIGHT_BYTES:
             decided[key] = False  # nothing to stream (and a near tie a noisy timing could flip between runs)
-        elif key in _MEASURED:
-            decided[key] = _MEASURED[key]
+        elif key in _MEASURED or recall("form", key) is not None:
+            decided[key] = _MEASURED.setdefault(key, bool(recall("form", key)))
         else:
             todo.append(m)
     if todo:
+        new = {}
         with torch.inference_mode():
             for shape, (linear, gemv) in _time_passes(layers, rows).items():
                 for dtype in {m.weight.dtype for m in todo if tuple(m.weight.shape) == shape}:
                     key = (*shape, rows, dtype, threads)
-                    _MEASURED[key] = decided[key] = gemv * WIN_MARGIN < linear
+                    _MEASURED[key] = decided[key] = new[key] = gemv * WIN_MARGIN < linear
+        remember("form", new)
     for m in layers:
         m.forms[rows] = decided[(*m.weight.shape, rows, m.weight.dtype, threads)]
     return {tuple(m.weight.shape): m.forms[rows] for m in layers}
@@ -121,6 +135,85 @@ def prepare_forms(model: nn.Module, rows: int) -> dict[tuple, bool]:
 def measured_forms() -> dict[tuple, bool]:
     """Every choice made in this process: (out, in, rows, dtype, threads) -> gemv?"""
     return dict(_MEASURED)
+
+
+# ---- measurements kept across runs ----------------------------------------------------------------------------
+
+
+_KEPT: dict | None = None  # this machine's entries: {kind: {key: value}}, read from the file once
+
+
+def store_path() -> Path | None:
+    """The file of kept measurements (see the module docstring); None = keep nothing beyond the process."""
+    value = os.environ.get("JANUS_TUNING_CACHE")
+    if value is not None:
+        return Path(value).expanduser() if value.strip() else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "janus_ar" / "tuning.json"
+
+
+def machine_key() -> str:
+    """What the measurements belong to: another CPU, kernel level, torch or core count measures afresh."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} | {torch.backends.cpu.get_cpu_capability()} | torch {torch.__version__} | {os.cpu_count()} cpus"
+
+
+def _key_text(key: tuple) -> str:
+    return "|".join(str(part).replace("torch.", "") for part in key)
+
+
+def _read_file(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) and data.get("version") == 1 else {"version": 1}
+    except (OSError, ValueError):
+        return {"version": 1}  # missing, unreadable or damaged: measure again (and replace it)
+
+
+def _kept() -> dict:
+    global _KEPT
+    if _KEPT is None:
+        path = store_path()
+        mine = _read_file(path).get("machines", {}).get(machine_key(), {}) if path else {}
+        _KEPT = mine if isinstance(mine, dict) else {}
+    return _KEPT
+
+
+def recall(kind: str, key: tuple):
+    """A measurement kept for this machine (this process or an earlier one), or None."""
+    entries = _kept().get(kind)
+    return entries.get(_key_text(key)) if isinstance(entries, dict) else None
+
+
+def remember(kind: str, entries: dict) -> None:
+    """Keep {key: value} measurements for this machine: in the process, and in the file where it can be written
+    (merged with what other processes wrote there, then replaced atomically)."""
+    if not entries:
+        return
+    texts = {_key_text(k): v for k, v in entries.items()}
+    _kept().setdefault(kind, {}).update(texts)
+    path = store_path()
+    if path is None:
+        return
+    from .errors import JanusError
+    from .files import write_new_file
+
+    data = _read_file(path)
+    machines = data.setdefault("machines", {})
+    mine = machines.setdefault(machine_key(), {})
+    mine.setdefault(kind, {}).update(texts)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_new_file(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True)), overwrite=True)
+    except (OSError, JanusError):
+        pass  # a read-only or full disk: the measurement lasts for this process
 
 
 # ---- threads ------------------------------------------------------------------------------------------------
@@ -190,39 +283,46 @@ class ThreadTuner:
         torch.set_num_threads(self.saved)
 
 
-WIDTH_TIMES = 5  # recent forwards kept per width; the fastest counts (a slow one was disturbed, not the width)
 MATCH_MEMORY = 32  # final tokens over which the draft hit rate is averaged (decays by 1/32 per token)
-WIDTH_REFRESH = 96  # final tokens after which a width's time is measured again, if the choice is close
 CALIBRATION_PRIOR = 32.0  # tokens of belief that the window accepts what the hit rate predicts
-CLOSE_CALL = 1.5  # "close": the other width's predicted cost per token within this factor
+COST_STEPS = 8  # a measured window cost is rounded to 1/8 octave (a steadier number to keep)
+
+
+def window_cost_key(lm, rows: int, window: int, threads: int) -> tuple:
+    """What a window's cost in one-token forwards belongs to: the model, its dtype and weights, the rows of a
+    forward (2 x batch), the window and the caller's thread count."""
+    return ("window", lm.identity.fingerprint, lm.dtype, lm.quantize, lm.device.type, rows, window, threads)
 
 
 class WidthChooser:
     """Chooses, forward by forward, between the Jacobi window and one-token (sequential) steps of one loop.
 
-    A window forward pays when the final tokens it makes outweigh its cost: window cheaper per token when
-    t_window / accepted < t_one. The two times are properties of the machine and model (the fastest of each
-    width's last WIDTH_TIMES forwards); what a window would accept is a property of the picture at the frontier,
-    predicted from the draft hit rate m (the share of recent final tokens equal to the draft their position
-    was first given: the token above for "up"), which both widths observe for free: a window whose new drafts
-    each hit with chance m confirms about (1 - m^W) / (1 - m) tokens, times a calibration c (accepted / predicted over the
-    window forwards run, decayed, with a prior of c = 1, since refined drafts confirm more than first guesses).
-    So a stretch where the window does not pay (an object's edge, random weights) runs one-token steps, which
-    are the sequential step exactly, and the window comes back where the picture turns predictable, with no
-    trial forwards to pay. The first forwards time both widths (window first); a width's time is measured
-    again after WIDTH_REFRESH tokens when the choice is a close call. The other width replaces the current one
-    only when SWITCH_GAIN cheaper.
+    A window forward pays when the final tokens it makes outweigh its cost: window where accepted > `cost`, the
+    window forward's time in one-token forwards (a property of the machine and model). What a window would
+    accept is a property of the picture at the frontier, predicted from the draft hit rate m (the share of
+    recent final tokens equal to the draft their position was first given: the token above for "up"), which
+    both widths observe for free: a window whose new drafts each hit with chance m confirms about
+    (1 - m^W) / (1 - m) tokens, times a calibration c (accepted / predicted over the window forwards run,
+    decayed, with a prior of c = 1, since refined drafts confirm more than first guesses). So a stretch where
+    the window does not pay (an object's edge, random weights) runs one-token steps, which are the sequential
+    step exactly, and the window comes back where the picture turns predictable, with no trial forwards to pay.
+    The other width replaces the current one only when SWITCH_GAIN cheaper.
+
+    Every choice is a function of the tokens and `cost` alone (module docstring: a clock must not pick the
+    forms that compute a token). The loop opens with the same forwards in every run, two of each width
+    (window first); when `cost` is not known yet (None), they measure it: the fastest window forward over the
+    fastest one-token forward, rounded to 1/COST_STEPS octave, available as `cost` afterwards to be kept.
 
     `width()` says what the next forward runs; `record(width, seconds, accepted, hits)` reports it (`hits`: how
     many of the `accepted` new final tokens equal their first draft). `probing(w)`: w is run to be timed, not
     chosen (its thread tuner holds still). `active=False` always answers `window`."""
 
-    def __init__(self, window: int, active: bool = True):
-        self.window, self.active = window, active
+    def __init__(self, window: int, active: bool = True, cost: float | None = None):
+        self.window, self.active, self.cost = window, active, cost
+        self.measured = False  # True once this chooser measured `cost` itself
         self.best = window
         self.trial = [window, window, 1, 1] if active else []
         self.times: dict[int, list[float]] = {window: [], 1: []}
-        self.timed_at = {window: 0, 1: 0}  # final-token count when each width last ran
         self.hit_rate = 0.5
         self.calibration = 1.0
         self.window_sums = (0.0, 0.0)  # decayed sums over window forwards: accepted, first_guess()
@@ -237,21 +337,13 @@ class WidthChooser:
     def predicted_accepted(self) -> float:
         return min(float(self.window), max(1.0, self.calibration * self.first_guess()))
 
-    def cost(self, width: int) -> float:
-        """Predicted seconds per final token."""
-        if not self.times[width]:
-            return float("inf")
-        seconds = min(self.times[width])
-        return seconds / self.predicted_accepted() if width == self.window else seconds
+    def per_token(self, width: int) -> float:
+        """Predicted cost per final token, in one-token forwards."""
+        return self.cost / self.predicted_accepted() if width == self.window else 1.0
 
     def width(self) -> int:
         if not self.active:
             return self.window
-        if not self.trial:
-            other = 1 if self.best == self.window else self.window
-            close = self.cost(other) < CLOSE_CALL * self.cost(self.best)
-            if close and self.tokens - self.timed_at[other] >= WIDTH_REFRESH:
-                self.trial = [other]
         return self.trial[0] if self.trial else self.best
 
     def probing(self, width: int) -> bool:
@@ -259,8 +351,8 @@ class WidthChooser:
 
     def record(self, width: int, seconds: float, accepted: int, hits: int | None = None) -> None:
         self.used[width] += 1
+        self.tokens += accepted
         if not self.active:
-            self.tokens += accepted
             return
         if width == self.window:  # calibrate before the hit rate moves on
             self.window_sums = (0.9 * self.window_sums[0] + accepted, 0.9 * self.window_sums[1] + self.first_guess())
@@ -269,14 +361,15 @@ class WidthChooser:
         if accepted > 0 and hits is not None:
             keep = (1 - 1 / MATCH_MEMORY) ** accepted
             self.hit_rate = keep * self.hit_rate + (1 - keep) * (hits / accepted)
-        self.tokens += accepted
-        runs = self.times[width]
-        runs.append(seconds)
-        del runs[:-WIDTH_TIMES]
-        self.timed_at[width] = self.tokens
         if self.trial:
+            self.times[width].append(seconds)
             self.trial.pop(0)
-        if not self.trial:
-            other = 1 if self.best == self.window else self.window
-            if self.cost(other) < SWITCH_GAIN * self.cost(self.best):
-                self.best = other
+            if self.trial:
+                return
+            if self.cost is None:
+                ratio = max(1.0, min(self.times[self.window]) / max(min(self.times[1]), 1e-9))
+                self.cost = 2 ** (round(math.log2(ratio) * COST_STEPS) / COST_STEPS)
+                self.measured = True
+        other = 1 if self.best == self.window else self.window
+        if self.per_token(other) < SWITCH_GAIN * self.per_token(self.best):
+            self.best = other

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub (set before anything imports huggingface_hub)
+os.environ["JANUS_TUNING_CACHE"] = ""  # measurements last for the test process: nothing read from or left in ~/.cache
 
 import pytest
 import torch

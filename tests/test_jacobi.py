@@ -204,8 +204,8 @@ def test_auto_mixes_window_and_one_token_steps_and_keeps_the_tokens(lm, monkeypa
     used = []
 
     class RandomWidths(sampler_mod.WidthChooser):
-        def __init__(self, window, active=True):
-            super().__init__(window, active)
+        def __init__(self, window, active=True, cost=None):
+            super().__init__(window, active, cost)
             self.rng = random.Random(7)
 
         def width(self):
@@ -224,6 +224,49 @@ def test_auto_mixes_window_and_one_token_steps_and_keeps_the_tokens(lm, monkeypa
         assert torch.equal(auto.tokens, seq.tokens)
         assert auto.settings["decoding"] == "jacobi" and auto.settings["adaptive"]
     assert {1, 6} <= set(used)
+
+
+def test_auto_reruns_make_the_same_tokens_in_the_same_forwards_whatever_the_clock_says(lm, monkeypatch, tmp_path):
+    """A window and a one-token forward round differently, so which width computed a token must not depend on a
+    clock: with step times that are pure noise, a first run measures the window's cost and keeps it in the file,
+    and reruns, in this process or in a fresh one reading the file (another noise), repeat its every choice."""
+    import random
+    import time
+
+    from janus_core import tuning
+
+    monkeypatch.setenv("JANUS_TUNING_CACHE", str(tmp_path / "tuning.json"))
+    monkeypatch.setattr(tuning, "_KEPT", None)
+
+    def noisy_clock(seed):
+        rng, now = random.Random(seed), [0.0]
+
+        def perf_counter():
+            now[0] += rng.expovariate(1.0)
+            return now[0]
+        return perf_counter
+
+    cond = prepare_cond(lm, PROMPTS[1])
+    runs = []
+    for clock_seed, fresh_process in ((1, False), (2, False), (3, True)):
+        if fresh_process:
+            monkeypatch.setattr(tuning, "_KEPT", None)
+        monkeypatch.setattr(time, "perf_counter", noisy_clock(clock_seed))
+        runs.append(sample_tokens(lm, cond, seed=4, batch_size=2, decoding="auto", window=6))
+    cost = runs[0].settings["window_cost"]
+    assert cost >= 1 and all(r.settings["window_cost"] == cost for r in runs)
+    assert len({r.settings["forwards"] for r in runs}) == 1
+    assert all(torch.equal(r.tokens, runs[0].tokens) for r in runs)
+    monkeypatch.setattr(tuning, "_KEPT", None)
+    monkeypatch.setenv("JANUS_TUNING_CACHE", "")  # nothing kept: the next run measures its own (noisy) cost
+    schedules = set()
+    for clock_seed in range(4, 12):
+        monkeypatch.setattr(tuning, "_KEPT", None)
+        monkeypatch.setattr(time, "perf_counter", noisy_clock(clock_seed))
+        run = sample_tokens(lm, cond, seed=4, batch_size=2, decoding="auto", window=6)
+        schedules.add((run.settings["window_cost"], run.settings["forwards"]))
+    # the clock does decide the cost, and the cost the forwards: what the kept cost holds still above
+    assert len({cost for cost, _ in schedules}) > 1 and len({forwards for _, forwards in schedules}) > 1
 
 
 def _simulate_widths(chooser, hits: list[bool], window_seconds: float) -> float:
