@@ -136,8 +136,13 @@ def cmd_generate(args) -> int:
             print(save_tokens(tokens, out.path / name))
     run = tokens.settings
     how = "sequential"
+    if run["adaptive"] and run["decoding"] == "sequential":
+        how += f": a window forward costs {run['window_cost']:.2f} one-token forwards here, more than it can save"
     if run["decoding"] == "jacobi":
-        how = f"jacobi, window {run['window']}" + (", one-token steps where the window did not pay" * run["adaptive"])
+        how = f"jacobi, window {run['window']}"
+        if run["adaptive"]:
+            how += (f", one-token steps where the window did not pay its cost of {run['window_cost']:.2f} one-token "
+                    "forwards")
     print(f"{batch} image{'s' * (batch > 1)}: 576 tokens each in {run['forwards']} forwards ({how})", file=sys.stderr)
     return 0
 

@@ -13,8 +13,8 @@ loop (`torch.manual_seed(s)` + `torch.multinomial(probs, 1)` per step) on the CP
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -23,7 +23,7 @@ from .memory import check_fits, sampling_bytes
 from .model import KVCache, rope_tables
 from .payloads import GRID, NUM_IMAGE_TOKENS, JanusCond, JanusLM, JanusTokens
 from .sampling import cfg_mix, draw, fill_noise, probabilities
-from .tuning import ThreadTuner, WidthChooser, prepare_forms, recall, remember, window_cost_key
+from .tuning import ThreadTuner, WidthChooser, measure_window_cost, prepare_forms, recall, remember, window_cost_key
 from .validate import integer, sampler_settings
 
 ProgressFn = Callable[[int, int, torch.Tensor], None]  # (step done, total, tokens so far [B, step])
@@ -126,8 +126,9 @@ DRAFT_INITS = ("up", "left", "random")
 
 def auto_decoding(lm: JanusLM, compile: bool = False) -> str:
     """What decoding="auto" runs. On the CPU, eager: Jacobi with the width chosen forward by forward
-    (`tuning.WidthChooser`: both widths timed as they run, a window's yield predicted from the draft hit rate;
-    window forwards where they pay, one-token steps where they do not); both make the same tokens. CUDA is not
+    (`tuning.WidthChooser`: a window's yield predicted from the draft hit rate against its cost in one-token
+    forwards, measured once per machine and model and kept; window forwards where they pay, one-token steps where
+    they do not); the same tokens up to floating-point near-ties, and always the same on a rerun. CUDA is not
     measured yet, and a compiled step has one fixed shape: the sequential loop there."""
     return "jacobi" if lm.device.type == "cpu" and not compile else "sequential"
 
@@ -164,8 +165,8 @@ def sample_tokens(
     `window` positions, with the sampler's own noise fixed per position: the same tokens in fewer forwards, up to
     floating-point near-ties; `draft_init` says how a position entering the window is first guessed: the token
     one row up, the left neighbour, or a random code), or "auto" (`auto_decoding`: on the CPU, Jacobi with
-    one-token steps wherever the window does not pay, timed as it runs). The settings record the decoding, the
-    window, whether it adapted and the forwards used.
+    one-token steps wherever the window does not pay). The settings record the decoding, the window, whether it
+    adapted, the window's cost it decided by and the forwards used.
     """
     settings = sampler_settings(seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature, top_k=top_k,
                                 top_p=top_p)
@@ -219,12 +220,19 @@ def sample_tokens(
     try:
         hidden = model.forward_hidden(model.embed_text(ids), cos[:, :, :prompt_len], sin[:, :, :prompt_len],
                                       cache, 0, prefill_mask)[:, -1]
+        cost = None
         if decoding == "jacobi":
-            cost_key = window_cost_key(lm, rows, window, torch.get_num_threads())
-            chooser = WidthChooser(window, adaptive, recall("window", cost_key) if adaptive else None)
+            if adaptive:  # measured once per machine and model, then kept: every later run decides alike
+                cost_key = window_cost_key(lm, rows, window, torch.get_num_threads())
+                cost = recall("window", cost_key)
+                if cost is None:
+                    cost = measure_window_cost(partial(_throwaway_step, run), window)
+                    remember("window", {cost_key: cost})
+            if cost is not None and cost >= window:  # no window can pay: the plain loop, nothing to decide
+                decoding = "sequential"
+        if decoding == "jacobi":
+            chooser = WidthChooser(window, adaptive, cost or 1.0)
             out, forwards = _jacobi_loop(run, hidden, window, draft_init, tuner, chooser)
-            if chooser.measured:
-                remember("window", {cost_key: chooser.cost})  # every later run on this machine decides alike
         else:
             out, forwards = _sequential_loop(run, hidden, tuner)
         ok = True
@@ -242,7 +250,7 @@ def sample_tokens(
                   "batch_size": batch_size, "seed": seed, "partial": keep is not None,
                   "quantize": lm.quantize, "decoding": decoding, "window": window if decoding == "jacobi" else None,
                   "adaptive": adaptive, "forwards": forwards,
-                  "window_cost": chooser.cost if adaptive else None},
+                  "window_cost": cost},
         model=lm.identity.as_dict(),
         prompt=cond.prompt,
     )
@@ -367,6 +375,16 @@ def _draft_hits(out: torch.Tensor, keep, n: int, a: int, draft_init: str) -> int
     return int(hit.all(0).sum())
 
 
+def _throwaway_step(run: _Run, width: int) -> None:
+    """What a decode step of `width` positions costs (forward, head, CFG mix, draw), on inputs whose results are
+    thrown away: it writes the cache only past the final frontier (positions the next real forward rewrites
+    before anything reads them) and draws no noise, so the tokens are as if it never ran."""
+    tokens = torch.zeros((run.batch, width), dtype=torch.long, device=run.device)
+    hidden = run.forward(tokens, run.prompt_len)
+    logits = cfg_mix(run.model.image_logits(hidden).float(), run.batch, run.cfg)
+    run.pick(logits, None if run.temperature == 0 else torch.ones_like(logits))
+
+
 def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, tuner: ThreadTuner,
                  chooser: WidthChooser) -> tuple[torch.Tensor, int]:
     """Speculative Jacobi decoding with the sampler's own noise (see `sample_tokens`).
@@ -389,10 +407,8 @@ def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, 
 
     def draw_noise(upto: int) -> None:
         nonlocal drawn
-        row = torch.empty((b, vocab), dtype=torch.float32, device=device)
         while noise is not None and drawn < min(upto, n_tok):
-            fill_noise(row, run.gens)
-            noise[:, drawn % window] = row
+            fill_noise(noise[:, drawn % window], run.gens)
             drawn += 1
 
     def guess(first: int, last: int) -> None:
@@ -422,9 +438,7 @@ def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, 
     while n < n_tok:
         w = chooser.width()
         step_tuner = tuners.setdefault(w, ThreadTuner(device, None) if tuner.active else tuner)
-        probe = chooser.probing(w)
-        step_tuner.hold() if probe else step_tuner.before()
-        t0 = time.perf_counter()
+        step_tuner.before()
         start = window_start(n)
         hidden = run.forward(known[:, start : start + w], run.prompt_len + start)  # [2B, w, H]
         forwards += 1
@@ -450,9 +464,8 @@ def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, 
         guess(max(filled, n - a + w), n + window - 2)  # every position up to n + window - 2 holds a draft
         filled = max(filled, n - a + w, n + window - 1)
         reported = run.report(n, out, reported)
-        chooser.record(w, time.perf_counter() - t0, a, hits)
-        if not probe:
-            step_tuner.after()
+        chooser.record(w, a, hits)
+        step_tuner.after()
     for extra in tuners.values():
         if extra is not tuner:
             extra.close()

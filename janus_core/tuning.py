@@ -26,7 +26,8 @@ slower (benchmarks/README.md, "Decode products"). So:
   token at a near-tie can depend on which width computed it: the width of every forward must follow from the
   tokens alone, never from a clock, or the same graph could make another image on a rerun. So the loop's
   choices are a fixed function of the tokens so far and one number, the window's cost in one-token forwards,
-  measured once (on the first run's opening forwards, which are the same in every run) and then kept.
+  measured once per machine and model (`measure_window_cost`, on forwards whose results are thrown away) and
+  then kept.
 - **Kept measurements** (`recall` / `remember`): the measured choices that can change output bits (the product
   forms and the window's cost) are kept per machine (CPU model, torch's kernel level, torch version, core
   count) in a small JSON file, so a graph rerun after a restart, or tomorrow, makes the same tokens as today.
@@ -42,6 +43,7 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -258,11 +260,6 @@ class ThreadTuner:
         self.current = want
         self.t0 = time.perf_counter()
 
-    def hold(self) -> None:
-        """Run the next step at the current pick, untimed (a step another tuner is probing)."""
-        if self.active and self.best != torch.get_num_threads():
-            torch.set_num_threads(self.best)
-
     def after(self) -> None:
         if not self.active:
             return
@@ -283,7 +280,8 @@ class ThreadTuner:
         torch.set_num_threads(self.saved)
 
 
-MATCH_MEMORY = 32  # final tokens over which the draft hit rate is averaged (decays by 1/32 per token)
+MATCH_MEMORY = 32  # final tokens over which the draft hit rate is averaged
+HIT_PRIOR = 4.0  # tokens of belief in a hit rate of 1/2 before any is seen: the first tokens soon outweigh it
 CALIBRATION_PRIOR = 32.0  # tokens of belief that the window accepts what the hit rate predicts
 COST_STEPS = 8  # a measured window cost is rounded to 1/8 octave (a steadier number to keep)
 
@@ -298,36 +296,30 @@ class WidthChooser:
     """Chooses, forward by forward, between the Jacobi window and one-token (sequential) steps of one loop.
 
     A window forward pays when the final tokens it makes outweigh its cost: window where accepted > `cost`, the
-    window forward's time in one-token forwards (a property of the machine and model). What a window would
-    accept is a property of the picture at the frontier, predicted from the draft hit rate m (the share of
-    recent final tokens equal to the draft their position was first given: the token above for "up"), which
-    both widths observe for free: a window whose new drafts each hit with chance m confirms about
-    (1 - m^W) / (1 - m) tokens, times a calibration c (accepted / predicted over the window forwards run,
-    decayed, with a prior of c = 1, since refined drafts confirm more than first guesses). So a stretch where
-    the window does not pay (an object's edge, random weights) runs one-token steps, which are the sequential
-    step exactly, and the window comes back where the picture turns predictable, with no trial forwards to pay.
-    The other width replaces the current one only when SWITCH_GAIN cheaper.
+    window forward's time in one-token forwards (a property of the machine and model, measured once by
+    `measure_window_cost` and kept). What a window would accept is a property of the picture at the frontier,
+    predicted from the draft hit rate m (the share of recent final tokens equal to the draft their position
+    was first given: the token above for "up"), which both widths observe for free: a window whose new drafts
+    each hit with chance m confirms about (1 - m^W) / (1 - m) tokens, times a calibration c (accepted /
+    predicted over the window forwards run, decayed, with a prior of c = 1, since refined drafts confirm more
+    than first guesses). So a stretch where the window does not pay (an object's edge, random weights) runs
+    one-token steps, which are the sequential step exactly, and the window comes back where the picture turns
+    predictable, with no trial forwards to pay. The other width replaces the current one only when SWITCH_GAIN
+    cheaper. Every choice is a function of the tokens and `cost` alone (module docstring: a clock must not pick
+    the product that computes a token).
 
-    Every choice is a function of the tokens and `cost` alone (module docstring: a clock must not pick the
-    forms that compute a token). The loop opens with the same forwards in every run, two of each width
-    (window first); when `cost` is not known yet (None), they measure it: the fastest window forward over the
-    fastest one-token forward, rounded to 1/COST_STEPS octave, available as `cost` afterwards to be kept.
+    `width()` says what the next forward runs; `record(width, accepted, hits)` reports it (`hits`: how many of
+    the `accepted` new final tokens equal their first draft). `active=False` always answers `window`."""
 
-    `width()` says what the next forward runs; `record(width, seconds, accepted, hits)` reports it (`hits`: how
-    many of the `accepted` new final tokens equal their first draft). `probing(w)`: w is run to be timed, not
-    chosen (its thread tuner holds still). `active=False` always answers `window`."""
-
-    def __init__(self, window: int, active: bool = True, cost: float | None = None):
+    def __init__(self, window: int, active: bool = True, cost: float = 1.0):
         self.window, self.active, self.cost = window, active, cost
-        self.measured = False  # True once this chooser measured `cost` itself
         self.best = window
-        self.trial = [window, window, 1, 1] if active else []
-        self.times: dict[int, list[float]] = {window: [], 1: []}
-        self.hit_rate = 0.5
+        self.hit_rate, self.hit_weight = 0.5, HIT_PRIOR  # a prior worth HIT_PRIOR tokens
         self.calibration = 1.0
         self.window_sums = (0.0, 0.0)  # decayed sums over window forwards: accepted, first_guess()
         self.tokens = 0
         self.used = {window: 0, 1: 0}  # forwards per width (reported)
+        self._choose()
 
     def first_guess(self) -> float:
         """Tokens a window confirms if each new draft hits with the recent hit rate, independently."""
@@ -342,14 +334,14 @@ class WidthChooser:
         return self.cost / self.predicted_accepted() if width == self.window else 1.0
 
     def width(self) -> int:
-        if not self.active:
-            return self.window
-        return self.trial[0] if self.trial else self.best
+        return self.best if self.active else self.window
 
-    def probing(self, width: int) -> bool:
-        return self.active and width != self.best
+    def _choose(self) -> None:
+        other = 1 if self.best == self.window else self.window
+        if self.per_token(other) < SWITCH_GAIN * self.per_token(self.best):
+            self.best = other
 
-    def record(self, width: int, seconds: float, accepted: int, hits: int | None = None) -> None:
+    def record(self, width: int, accepted: int, hits: int | None = None) -> None:
         self.used[width] += 1
         self.tokens += accepted
         if not self.active:
@@ -358,18 +350,25 @@ class WidthChooser:
             self.window_sums = (0.9 * self.window_sums[0] + accepted, 0.9 * self.window_sums[1] + self.first_guess())
             # a prior worth CALIBRATION_PRIOR tokens at c = 1: two unlucky first forwards do not condemn the window
             self.calibration = (self.window_sums[0] + CALIBRATION_PRIOR) / (self.window_sums[1] + CALIBRATION_PRIOR)
-        if accepted > 0 and hits is not None:
-            keep = (1 - 1 / MATCH_MEMORY) ** accepted
-            self.hit_rate = keep * self.hit_rate + (1 - keep) * (hits / accepted)
-        if self.trial:
-            self.times[width].append(seconds)
-            self.trial.pop(0)
-            if self.trial:
-                return
-            if self.cost is None:
-                ratio = max(1.0, min(self.times[self.window]) / max(min(self.times[1]), 1e-9))
-                self.cost = 2 ** (round(math.log2(ratio) * COST_STEPS) / COST_STEPS)
-                self.measured = True
-        other = 1 if self.best == self.window else self.window
-        if self.per_token(other) < SWITCH_GAIN * self.per_token(self.best):
-            self.best = other
+        if accepted > 0 and hits is not None:  # a mean over the last MATCH_MEMORY tokens (fewer at the start)
+            seen = min(self.hit_weight, MATCH_MEMORY)
+            self.hit_rate = (seen * self.hit_rate + hits) / (seen + accepted)
+            self.hit_weight = seen + accepted
+        self._choose()
+
+
+COST_REPEATS = 3  # timed forwards per width (after one warm-up each), interleaved; the fastest counts
+
+
+def measure_window_cost(forward: Callable[[int], object], window: int) -> float:
+    """The time of a `window`-wide forward in one-token forwards: `forward(width)` runs one (on inputs whose
+    results are thrown away); the fastest of COST_REPEATS each, rounded to 1/COST_STEPS octave, at least 1."""
+    times: dict[int, list[float]] = {window: [], 1: []}
+    for i in range(COST_REPEATS + 1):
+        for width in (window, 1):
+            t0 = time.perf_counter()
+            forward(width)
+            if i:  # the first of each warms caches and threads
+                times[width].append(time.perf_counter() - t0)
+    ratio = max(1.0, min(times[window]) / max(min(times[1]), 1e-9))
+    return 2 ** (round(math.log2(ratio) * COST_STEPS) / COST_STEPS)
