@@ -282,7 +282,11 @@ class ThreadTuner:
 
 MATCH_MEMORY = 32  # final tokens over which the draft hit rate is averaged
 HIT_PRIOR = 4.0  # tokens of belief in a hit rate of 1/2 before any is seen: the first tokens soon outweigh it
-CALIBRATION_PRIOR = 32.0  # tokens of belief that the window accepts what the hit rate predicts
+ACCEPT_MEMORY = 0.75  # decay per window forward of the mean accepted count (about the last four forwards)
+REFINE_PRIOR = 1.3  # a window's acceptance over its first-draft prediction before any is measured
+PROBE = 3  # window forwards run at least, once begun: the first of a run meets unrefined drafts only
+CLOSE_CALL = 1.5  # a window predicted at most this much dearer per token than one-token steps: a close call
+EXPLORE_EVERY = 64  # final tokens between window probes on a close call
 COST_STEPS = 8  # a measured window cost is rounded to 1/8 octave (a steadier number to keep)
 
 
@@ -295,18 +299,23 @@ def window_cost_key(lm, rows: int, window: int, threads: int) -> tuple:
 class WidthChooser:
     """Chooses, forward by forward, between the Jacobi window and one-token (sequential) steps of one loop.
 
-    A window forward pays when the final tokens it makes outweigh its cost: window where accepted > `cost`, the
-    window forward's time in one-token forwards (a property of the machine and model, measured once by
-    `measure_window_cost` and kept). What a window would accept is a property of the picture at the frontier,
-    predicted from the draft hit rate m (the share of recent final tokens equal to the draft their position
-    was first given: the token above for "up"), which both widths observe for free: a window whose new drafts
-    each hit with chance m confirms about (1 - m^W) / (1 - m) tokens, times a calibration c (accepted /
-    predicted over the window forwards run, decayed, with a prior of c = 1, since refined drafts confirm more
-    than first guesses). So a stretch where the window does not pay (an object's edge, random weights) runs
-    one-token steps, which are the sequential step exactly, and the window comes back where the picture turns
-    predictable, with no trial forwards to pay. The other width replaces the current one only when SWITCH_GAIN
-    cheaper. Every choice is a function of the tokens and `cost` alone (module docstring: a clock must not pick
-    the product that computes a token).
+    A window forward pays when it confirms more final tokens than `cost`, its time in one-token forwards (a
+    property of the machine and model, measured once by `measure_window_cost` and kept). Every choice is a
+    function of the tokens and `cost` alone (module docstring: a clock must not pick the product that computes
+    a token).
+
+    - Running windows, what they confirm is seen directly: the mean accepted count of the recent window
+      forwards (ACCEPT_MEMORY). Below `cost` by SWITCH_GAIN, the loop goes to one-token steps.
+    - Running one-token steps (the sequential step exactly), a window is predicted from the draft hit rate m
+      (the share of recent final tokens equal to the draft their position was first given: the token above
+      for "up"), which one-token steps observe for free: new drafts that each hit with chance m confirm about
+      (1 - m^W) / (1 - m), and a window refines its drafts over several forwards, so it confirms r times that,
+      r measured as the ratio of the two over the window forwards run (REFINE_PRIOR before any). Predicted
+      above `cost` / SWITCH_GAIN: back to windows. On a close call (within CLOSE_CALL) a probe every
+      EXPLORE_EVERY tokens keeps r honest; where the window is far off (random weights) none runs.
+    - Windows, once begun, run PROBE forwards (the first meets first guesses only, and does not count in r).
+    A run opens with a probe: PROBE window forwards (on random weights, about PROBE x (cost - 1) one-token
+    forwards lost per image).
 
     `width()` says what the next forward runs; `record(width, accepted, hits)` reports it (`hits`: how many of
     the `accepted` new final tokens equal their first draft). `active=False` always answers `window`."""
@@ -315,11 +324,13 @@ class WidthChooser:
         self.window, self.active, self.cost = window, active, cost
         self.best = window
         self.hit_rate, self.hit_weight = 0.5, HIT_PRIOR  # a prior worth HIT_PRIOR tokens
-        self.calibration = 1.0
-        self.window_sums = (0.0, 0.0)  # decayed sums over window forwards: accepted, first_guess()
+        self.mean_accepted = None  # over the current stretch of window forwards
+        self.refine = REFINE_PRIOR
+        self.refine_sums = (0.0, 0.0)  # decayed sums over counted window forwards: accepted, first_guess()
+        self.streak = 0  # window forwards since the last one-token step
         self.tokens = 0
+        self.window_at = 0  # final-token count after the last window forward
         self.used = {window: 0, 1: 0}  # forwards per width (reported)
-        self._choose()
 
     def first_guess(self) -> float:
         """Tokens a window confirms if each new draft hits with the recent hit rate, independently."""
@@ -327,34 +338,41 @@ class WidthChooser:
         return (1 - m**w) / (1 - m)
 
     def predicted_accepted(self) -> float:
-        return min(float(self.window), max(1.0, self.calibration * self.first_guess()))
-
-    def per_token(self, width: int) -> float:
-        """Predicted cost per final token, in one-token forwards."""
-        return self.cost / self.predicted_accepted() if width == self.window else 1.0
+        return min(float(self.window), max(1.0, self.refine * self.first_guess()))
 
     def width(self) -> int:
         return self.best if self.active else self.window
-
-    def _choose(self) -> None:
-        other = 1 if self.best == self.window else self.window
-        if self.per_token(other) < SWITCH_GAIN * self.per_token(self.best):
-            self.best = other
 
     def record(self, width: int, accepted: int, hits: int | None = None) -> None:
         self.used[width] += 1
         self.tokens += accepted
         if not self.active:
             return
-        if width == self.window:  # calibrate before the hit rate moves on
-            self.window_sums = (0.9 * self.window_sums[0] + accepted, 0.9 * self.window_sums[1] + self.first_guess())
-            # a prior worth CALIBRATION_PRIOR tokens at c = 1: two unlucky first forwards do not condemn the window
-            self.calibration = (self.window_sums[0] + CALIBRATION_PRIOR) / (self.window_sums[1] + CALIBRATION_PRIOR)
+        if width == self.window:
+            self.streak += 1
+            self.window_at = self.tokens
+            if self.streak > 1:  # refined drafts: what a window really confirms here
+                self.refine_sums = (0.9 * self.refine_sums[0] + accepted, 0.9 * self.refine_sums[1] + self.first_guess())
+                self.refine = (self.refine_sums[0] + 2 * REFINE_PRIOR) / (self.refine_sums[1] + 2)
+                self.mean_accepted = (accepted if self.mean_accepted is None
+                                      else ACCEPT_MEMORY * self.mean_accepted + (1 - ACCEPT_MEMORY) * accepted)
+        else:
+            self.streak = 0
         if accepted > 0 and hits is not None:  # a mean over the last MATCH_MEMORY tokens (fewer at the start)
             seen = min(self.hit_weight, MATCH_MEMORY)
             self.hit_rate = (seen * self.hit_rate + hits) / (seen + accepted)
             self.hit_weight = seen + accepted
         self._choose()
+
+    def _choose(self) -> None:
+        if self.best == self.window:
+            if self.streak >= PROBE and self.mean_accepted * SWITCH_GAIN < self.cost:
+                self.best, self.mean_accepted = 1, None
+            return
+        predicted = self.predicted_accepted()
+        close = predicted * CLOSE_CALL >= self.cost and self.tokens - self.window_at >= EXPLORE_EVERY
+        if predicted * SWITCH_GAIN > self.cost or close:
+            self.best = self.window
 
 
 COST_REPEATS = 3  # timed forwards per width (after one warm-up each), interleaved; the fastest counts
