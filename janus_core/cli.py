@@ -138,8 +138,8 @@ def cmd_generate(args) -> int:
     how = "sequential"
     if run["adaptive"] and run["decoding"] == "sequential":
         how += f": a window forward costs {run['window_cost']:.2f} one-token forwards here, more than it can save"
-    if run["decoding"] == "jacobi":
-        how = f"jacobi, window {run['window']}"
+    if run["decoding"] in ("jacobi", "jacobi_grouped"):
+        how = f"{run['decoding']}, window {run['window']}"
         if run["adaptive"]:
             how += (f", one-token steps where the window did not pay its cost of {run['window_cost']:.2f} one-token "
                     "forwards")
@@ -340,10 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; lower = safer, less varied")
     g.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens only; 0 = off")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling probability mass; 1.0 = off")
-    g.add_argument("--decoding", default="auto", choices=["auto", "sequential", "jacobi"],
+    g.add_argument("--decoding", default="auto", choices=["auto", "sequential", "jacobi", "jacobi_grouped"],
                    help="jacobi = speculative Jacobi decoding: the same tokens (up to floating-point near-ties) in "
-                        "fewer forwards; sequential = one forward per token; auto = jacobi where it was measured "
-                        "faster (the CPU), else sequential")
+                        "fewer forwards; sequential = one forward per token; auto = jacobi with one-token steps "
+                        "where a window does not pay (the CPU), else sequential; jacobi_grouped = lossy: jacobi "
+                        "that also keeps guesses close to the model's pick (GSD), fewer forwards, other images")
     g.add_argument("--window", type=int, default=16, help="positions each Jacobi forward guesses, 2..64")
     g.add_argument("--output", required=True, metavar="FOLDER",
                    help="folder for 00000.png, 00001.png, ... (numbers continue after files already there; made "

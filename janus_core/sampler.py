@@ -119,7 +119,13 @@ def position_tables(cfg_lm, pad: torch.Tensor | None, prompt_len: int, max_len: 
     return cos, sin, key_valid, (causal & (key_valid[:, None, :prompt_len] | eye))[:, None]
 
 
-DECODING_CHOICES = ("auto", "sequential", "jacobi")
+DECODING_CHOICES = ("auto", "sequential", "jacobi", "jacobi_grouped")
+# jacobi_grouped (lossy, opt-in): a draft is also accepted when it is in the output's group (GSD, arXiv
+# 2508.07747): within GROUP_RANKS places of it in probability order, GROUP_PROB_GAP of its probability and
+# GROUP_DISTANCE (squared L2 of the unit image-token embeddings) of its embedding
+GROUP_RANKS = 7
+GROUP_PROB_GAP = 0.15
+GROUP_DISTANCE = 0.5
 DEFAULT_WINDOW = 16  # Jacobi window; see auto_decoding and benchmarks/README.md ("Speculative Jacobi decoding")
 DRAFT_INITS = ("up", "left", "random")
 
@@ -165,7 +171,9 @@ def sample_tokens(
     `window` positions, with the sampler's own noise fixed per position: the same tokens in fewer forwards, up to
     floating-point near-ties; `draft_init` says how a position entering the window is first guessed: the token
     one row up, the left neighbour, or a random code), or "auto" (`auto_decoding`: on the CPU, Jacobi with
-    one-token steps wherever the window does not pay). The settings record the decoding, the window, whether it
+    one-token steps wherever the window does not pay), or "jacobi_grouped" (lossy, opt-in: Jacobi that also
+    accepts a draft in its output's group, `in_group`; other images, fewer forwards). The settings record the
+    decoding, the window, whether it
     adapted, the window's cost it decided by and the forwards used.
     """
     settings = sampler_settings(seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature, top_k=top_k,
@@ -182,7 +190,8 @@ def sample_tokens(
     if adaptive:
         decoding = auto_decoding(lm, compile)
     adaptive = adaptive and decoding == "jacobi"
-    width = window if decoding == "jacobi" else 1
+    grouped = decoding == "jacobi_grouped"
+    width = window if decoding in ("jacobi", "jacobi_grouped") else 1
     init, keep = check_init(init_tokens, keep_mask, batch_size, model.image_vocab)
     prompt_len = max(len(cond.cond_ids), len(cond.uncond_ids))
     max_len = prompt_len + NUM_IMAGE_TOKENS
@@ -230,9 +239,9 @@ def sample_tokens(
                     remember("window", {cost_key: cost})
             if cost is not None and cost >= window:  # no window can pay: the plain loop, nothing to decide
                 decoding = "sequential"
-        if decoding == "jacobi":
+        if decoding in ("jacobi", "jacobi_grouped"):
             chooser = WidthChooser(window, adaptive, cost or 1.0)
-            out, forwards = _jacobi_loop(run, hidden, window, draft_init, tuner, chooser)
+            out, forwards = _jacobi_loop(run, hidden, window, draft_init, tuner, chooser, grouped)
         else:
             out, forwards = _sequential_loop(run, hidden, tuner)
         ok = True
@@ -248,7 +257,7 @@ def sample_tokens(
         seeds=seeds,
         settings={"cfg": cfg, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                   "batch_size": batch_size, "seed": seed, "partial": keep is not None,
-                  "quantize": lm.quantize, "decoding": decoding, "window": window if decoding == "jacobi" else None,
+                  "quantize": lm.quantize, "decoding": decoding, "window": window if width > 1 else None,
                   "adaptive": adaptive, "forwards": forwards,
                   "window_cost": cost},
         model=lm.identity.as_dict(),
@@ -340,13 +349,15 @@ def _sequential_loop(run: _Run, hidden: torch.Tensor, tuner: ThreadTuner) -> tup
     return out, NUM_IMAGE_TOKENS
 
 
-def accepted(drafts: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+def accepted(drafts: torch.Tensor, outputs: torch.Tensor, also: torch.Tensor | None = None) -> torch.Tensor:
     """Per image, how many positions of a window became final: the first output always (its inputs are all
     final), then one more for every draft, from the left, that equals the output computed at its position
     (each output is only valid while every draft to its left was right). drafts [B, W - 1] are the guesses for
-    window positions 1.., outputs [B, W]."""
-    match = (drafts == outputs[:, : drafts.shape[1]]).long()
-    return 1 + match.cumprod(dim=1).sum(dim=1)
+    window positions 1.., outputs [B, W]; `also` [B, W - 1]: drafts confirmed without being equal (grouped)."""
+    match = drafts == outputs[:, : drafts.shape[1]]
+    if also is not None:
+        match = match | also
+    return 1 + match.long().cumprod(dim=1).sum(dim=1)
 
 
 def window_start(n: int) -> int:
@@ -360,19 +371,18 @@ def _jacobi_finalised(n: int, a: int, logits: torch.Tensor) -> None:
     teacher-forcing test records them)."""
 
 
-def _draft_hits(out: torch.Tensor, keep, n: int, a: int, draft_init: str) -> int:
-    """How many of the final positions n .. n + a - 1 (n >= 1) hold, in every image, the draft `guess` first gave
-    them (kept positions always do): what `WidthChooser` predicts a window's acceptance from."""
+def _draft_hits(out: torch.Tensor, keep, n: int, a: int, draft_init: str) -> float:
+    """How many of the final positions n .. n + a - 1 (n >= 1) hold the draft `guess` first gave them (kept
+    positions always do), averaged over the images: what `WidthChooser` tells a model whose drafts hit from one
+    whose drafts never do (random weights)."""
     if draft_init == "random":
-        return 0
-    if a == 1 and keep is None:  # the one-token step's case, in two small ops
-        return int((out[:, n] == out[:, n - GRID if n >= GRID and draft_init == "up" else n - 1]).all())
+        return 0.0
     idx = torch.arange(n, n + a, device=out.device)
     source = torch.where(idx >= GRID, idx - GRID, idx - 1) if draft_init == "up" else idx - 1
     hit = out[:, idx] == out[:, source]
     if keep is not None:
         hit |= keep[:, idx]
-    return int(hit.all(0).sum())
+    return float(hit.float().sum()) / out.shape[0]
 
 
 def _throwaway_step(run: _Run, width: int) -> None:
@@ -387,8 +397,18 @@ def _throwaway_step(run: _Run, width: int) -> None:
     run.pick(logits, None if run.temperature == 0 else torch.ones_like(logits))
 
 
+def in_group(drafts: torch.Tensor, outputs: torch.Tensor, probs: torch.Tensor, unit_embed: torch.Tensor):
+    """Whether each draft [B, N] lies in its output's group (jacobi_grouped): near it in probability order and in
+    probability (probs [B, N, V], the distribution that made the output) and in embedding space."""
+    p_draft, p_out = probs.gather(-1, drafts[..., None]), probs.gather(-1, outputs[..., None])  # [B, N, 1]
+    rank_gap = ((probs > p_draft).sum(-1) - (probs > p_out).sum(-1)).abs()
+    distance = (unit_embed[drafts] - unit_embed[outputs]).pow(2).sum(-1)
+    return (rank_gap <= GROUP_RANKS) & ((p_draft - p_out).squeeze(-1).abs() < GROUP_PROB_GAP) & (
+        distance < GROUP_DISTANCE)
+
+
 def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, tuner: ThreadTuner,
-                 chooser: WidthChooser) -> tuple[torch.Tensor, int]:
+                 chooser: WidthChooser, grouped: bool = False) -> tuple[torch.Tensor, int]:
     """Speculative Jacobi decoding with the sampler's own noise (see `sample_tokens`).
 
     Noise: every position's Exp(1) row is drawn from the image's generator when the position enters the window,
@@ -397,7 +417,9 @@ def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, 
     Batches run in lockstep: the frontier advances by the smallest accepted count of the batch (an image that
     accepted more keeps its right tokens as drafts, which its next forward confirms).
     `chooser` may run some forwards one token wide (decoding="auto"): that is the sequential step exactly (the
-    last final token in, the next token out), and the drafts to its right wait for the next window forward."""
+    last final token in, the next token out), and the drafts to its right wait for the next window forward.
+    `grouped` (lossy): a draft in its output's group (`in_group`) counts as confirmed and stays final (its
+    right neighbours were computed from it)."""
     b, model, device, n_tok = run.batch, run.model, run.device, NUM_IMAGE_TOKENS
     vocab = model.image_vocab
     out = torch.empty((b, n_tok), dtype=torch.long, device=device)
@@ -405,6 +427,7 @@ def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, 
     noise = torch.empty((b, window, vocab), dtype=torch.float32, device=device) if run.temperature > 0 else None
     drawn = 0  # positions whose noise row has been drawn
     offsets = torch.arange(window, device=device)
+    unit_embed = torch.nn.functional.normalize(model.gen_embed.weight.float(), dim=-1) if grouped else None
     rand = torch.Generator(device=device).manual_seed(0x5EED) if draft_init == "random" else None
 
     def draw_noise(upto: int) -> None:
@@ -453,15 +476,27 @@ def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, 
             ring = noise[:, n % window : n % window + 1]
         else:
             ring = noise[:, positions % window]
-        outputs = run.pick(logits, ring)
+        if grouped:
+            probs = probabilities(logits, run.temperature or 1.0, run.top_k, run.top_p)
+            outputs = torch.argmax(logits, dim=-1) if ring is None else draw(probs, ring)
+        else:
+            outputs = run.pick(logits, ring)
         if run.keep is not None:
             inside = positions.clamp(max=n_tok - 1)
             outputs = torch.where(run.keep[:, inside], run.init[:, inside], outputs)
-        a = 1 if w == 1 else min(int(accepted(known[:, n : n + w - 1], outputs).min()), n_tok - n)
+        if w == 1:
+            a = 1
+        else:
+            drafts = known[:, n : n + w - 1]
+            counts = (accepted(drafts, outputs, in_group(drafts, outputs[:, : w - 1], probs[:, : w - 1], unit_embed))
+                      if grouped else accepted(drafts, outputs))
+            a = min(int(counts.min()), n_tok - n)
         _jacobi_finalised(n, a, logits)
-        out[:, n : n + a] = outputs[:, :a]
+        final = torch.cat([known[:, n : n + a - 1], outputs[:, a - 1 : a]], dim=1) if grouped else outputs[:, :a]
+        out[:, n : n + a] = final
         hits = _draft_hits(out, run.keep, n, a, draft_init) if chooser.active else None
         known[:, n : n + w] = outputs  # finals, then this forward's outputs as the next drafts
+        known[:, n : n + a] = final
         n += a
         guess(max(filled, n - a + w), n + window - 2)  # every position up to n + window - 2 holds a draft
         filled = max(filled, n - a + w, n + window - 1)

@@ -281,12 +281,9 @@ class ThreadTuner:
 
 
 MATCH_MEMORY = 32  # final tokens over which the draft hit rate is averaged
-HIT_PRIOR = 4.0  # tokens of belief in a hit rate of 1/2 before any is seen: the first tokens soon outweigh it
-ACCEPT_MEMORY = 0.75  # decay per window forward of the mean accepted count (about the last four forwards)
-REFINE_PRIOR = 1.3  # a window's acceptance over its first-draft prediction before any is measured
-PROBE = 3  # window forwards run at least, once begun: the first of a run meets unrefined drafts only
-CLOSE_CALL = 1.5  # a window predicted at most this much dearer per token than one-token steps: a close call
-EXPLORE_EVERY = 64  # final tokens between window probes on a close call
+OPENING = 24  # one-token steps that open a run: the first row (no row above to draft from) gives the hit rate
+HOPELESS_HITS = 0.1  # drafts hitting less often than this (random weights hit 1 / vocabulary): no window tried
+JUDGED_AFTER = 32  # window forwards after which their mean accepted count decides whether they stay
 COST_STEPS = 8  # a measured window cost is rounded to 1/8 octave (a steadier number to keep)
 
 
@@ -297,82 +294,54 @@ def window_cost_key(lm, rows: int, window: int, threads: int) -> tuple:
 
 
 class WidthChooser:
-    """Chooses, forward by forward, between the Jacobi window and one-token (sequential) steps of one loop.
+    """Chooses between the Jacobi window and one-token (sequential) steps for one loop.
 
     A window forward pays when it confirms more final tokens than `cost`, its time in one-token forwards (a
     property of the machine and model, measured once by `measure_window_cost` and kept). Every choice is a
     function of the tokens and `cost` alone (module docstring: a clock must not pick the product that computes
-    a token).
+    a token). What a window confirms comes in bursts (several forwards refine a stretch of drafts, then it is
+    confirmed at once), so it is judged over many forwards, not forward by forward:
 
-    - Running windows, what they confirm is seen directly: the mean accepted count of the recent window
-      forwards (ACCEPT_MEMORY). Below `cost` by SWITCH_GAIN, the loop goes to one-token steps.
-    - Running one-token steps (the sequential step exactly), a window is predicted from the draft hit rate m
-      (the share of recent final tokens equal to the draft their position was first given: the token above
-      for "up"), which one-token steps observe for free: new drafts that each hit with chance m confirm about
-      (1 - m^W) / (1 - m), and a window refines its drafts over several forwards, so it confirms r times that,
-      r measured as the ratio of the two over the window forwards run (REFINE_PRIOR before any). Predicted
-      above `cost` / SWITCH_GAIN: back to windows. On a close call (within CLOSE_CALL) a probe every
-      EXPLORE_EVERY tokens keeps r honest; where the window is far off (random weights) none runs.
-    - Windows, once begun, run PROBE forwards (the first meets first guesses only, and does not count in r).
-    A run opens with a probe: PROBE window forwards (on random weights, about PROBE x (cost - 1) one-token
-    forwards lost per image).
+    - A run opens with OPENING one-token steps (the sequential step exactly). They give the draft hit rate:
+      how often a final token equals the draft its position was first given (the left neighbour in the first
+      row), per image. Below HOPELESS_HITS (random weights) no window is tried: the run stays sequential.
+    - Otherwise windows run; whenever the last JUDGED_AFTER window forwards confirmed on average less than
+      `cost` by SWITCH_GAIN, the rest of the run goes to one-token steps (where the window does not pay, about
+      JUDGED_AFTER x cost minus what they confirmed is lost; a picture that turns predictable later does not
+      get the window back: one-token steps cannot see what refined drafts would confirm).
 
     `width()` says what the next forward runs; `record(width, accepted, hits)` reports it (`hits`: how many of
-    the `accepted` new final tokens equal their first draft). `active=False` always answers `window`."""
+    the `accepted` new final tokens equal their first draft, averaged over the batch's images). `active=False`
+    always answers `window`."""
 
     def __init__(self, window: int, active: bool = True, cost: float = 1.0):
         self.window, self.active, self.cost = window, active, cost
-        self.best = window
-        self.hit_rate, self.hit_weight = 0.5, HIT_PRIOR  # a prior worth HIT_PRIOR tokens
-        self.mean_accepted = None  # over the current stretch of window forwards
-        self.refine = REFINE_PRIOR
-        self.refine_sums = (0.0, 0.0)  # decayed sums over counted window forwards: accepted, first_guess()
-        self.streak = 0  # window forwards since the last one-token step
+        self.best = 1
+        self.hits = 0.0
         self.tokens = 0
-        self.window_at = 0  # final-token count after the last window forward
+        self.judged = False
+        self.recent: list[int] = []  # accepted counts of the last JUDGED_AFTER window forwards
         self.used = {window: 0, 1: 0}  # forwards per width (reported)
-
-    def first_guess(self) -> float:
-        """Tokens a window confirms if each new draft hits with the recent hit rate, independently."""
-        m, w = min(self.hit_rate, 0.999), self.window
-        return (1 - m**w) / (1 - m)
-
-    def predicted_accepted(self) -> float:
-        return min(float(self.window), max(1.0, self.refine * self.first_guess()))
 
     def width(self) -> int:
         return self.best if self.active else self.window
 
-    def record(self, width: int, accepted: int, hits: int | None = None) -> None:
+    def record(self, width: int, accepted: int, hits: float | None = None) -> None:
         self.used[width] += 1
         self.tokens += accepted
         if not self.active:
             return
         if width == self.window:
-            self.streak += 1
-            self.window_at = self.tokens
-            if self.streak > 1:  # refined drafts: what a window really confirms here
-                self.refine_sums = (0.9 * self.refine_sums[0] + accepted, 0.9 * self.refine_sums[1] + self.first_guess())
-                self.refine = (self.refine_sums[0] + 2 * REFINE_PRIOR) / (self.refine_sums[1] + 2)
-                self.mean_accepted = (accepted if self.mean_accepted is None
-                                      else ACCEPT_MEMORY * self.mean_accepted + (1 - ACCEPT_MEMORY) * accepted)
-        else:
-            self.streak = 0
-        if accepted > 0 and hits is not None:  # a mean over the last MATCH_MEMORY tokens (fewer at the start)
-            seen = min(self.hit_weight, MATCH_MEMORY)
-            self.hit_rate = (seen * self.hit_rate + hits) / (seen + accepted)
-            self.hit_weight = seen + accepted
-        self._choose()
-
-    def _choose(self) -> None:
-        if self.best == self.window:
-            if self.streak >= PROBE and self.mean_accepted * SWITCH_GAIN < self.cost:
-                self.best, self.mean_accepted = 1, None
-            return
-        predicted = self.predicted_accepted()
-        close = predicted * CLOSE_CALL >= self.cost and self.tokens - self.window_at >= EXPLORE_EVERY
-        if predicted * SWITCH_GAIN > self.cost or close:
-            self.best = self.window
+            self.recent = (self.recent + [accepted])[-JUDGED_AFTER:]
+        elif hits is not None:
+            self.hits += hits
+        if self.best == 1 and not self.judged and self.tokens >= OPENING:
+            self.judged = True  # the opening is over: windows, unless the drafts never hit
+            if self.hits / self.tokens >= HOPELESS_HITS:
+                self.best = self.window
+        elif self.best == self.window and len(self.recent) == JUDGED_AFTER:
+            if sum(self.recent) / JUDGED_AFTER < SWITCH_GAIN * self.cost:
+                self.best = 1  # for the rest of the run: one-token steps cannot see what a window would do
 
 
 COST_REPEATS = 3  # timed forwards per width (after one warm-up each), interleaved; the fastest counts

@@ -134,7 +134,7 @@ class JanusARSampler:
                                              "grid, centre square): >= 0.5 (white) = regenerate, < 0.5 = keep the "
                                              "init token. Needs init_tokens."}),
                 # added last and optional: workflows saved before it run unchanged (as "auto")
-                "decoding": (["auto", "sequential", "jacobi"], {
+                "decoding": (["auto", "sequential", "jacobi", "jacobi_grouped"], {
                     "default": "auto",
                     "tooltip": "How the tokens are computed; the tokens are the same either way (up to rare "
                                "floating-point near-ties). jacobi: speculative Jacobi decoding, each forward "
@@ -142,7 +142,10 @@ class JanusARSampler:
                                "random numbers fixed per position: the same image in fewer forwards (kept mask "
                                "regions are free). sequential: one forward per token (the reference procedure). "
                                "auto: on the CPU jacobi, with one-token steps wherever the window does not pay "
-                               "(timed as it runs); on a GPU sequential."}),
+                               "(judged from the window's cost, measured once per machine and kept, so a rerun "
+                               "makes the same image); on a GPU sequential. jacobi_grouped (lossy, changes the "
+                               "image): jacobi that also keeps a guess close to the model's pick (GSD), for fewer "
+                               "forwards."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -173,7 +176,7 @@ class JanusARSampler:
                 if t.shape[0] not in (1, batch_size):
                     raise input_error(NODE, name, f"has batch {t.shape[0]}; expected 1 or batch_size {batch_size}.")
         with for_input(NODE, "batch_size"):  # refuse a batch that cannot fit before moving the model
-            jacobi = decoding == "jacobi" or (decoding == "auto" and auto_decoding(lm) == "jacobi")
+            jacobi = decoding in ("jacobi", "jacobi_grouped") or (decoding == "auto" and auto_decoding(lm) == "jacobi")
             check_sampling_memory(lm, batch_size, max(len(cond.cond_ids), len(cond.uncond_ids)),
                                   DEFAULT_WINDOW if jacobi else 1)
 

@@ -237,6 +237,7 @@ def test_auto_reruns_make_the_same_tokens_in_the_same_forwards_whatever_the_cloc
 
     monkeypatch.setenv("JANUS_TUNING_CACHE", str(tmp_path / "tuning.json"))
     monkeypatch.setattr(tuning, "_KEPT", None)
+    monkeypatch.setattr(tuning, "HOPELESS_HITS", -1.0)  # windows tried even on random weights: the cost decides
 
     def noisy_clock(seed):
         rng, now = random.Random(seed), [0.0]
@@ -287,6 +288,42 @@ def test_auto_runs_the_plain_loop_where_no_window_can_pay(lm, monkeypatch):
     assert sample_tokens(lm, cond, seed=3, decoding="auto", window=6).settings["decoding"] == "jacobi"
 
 
+def test_grouped_acceptance_keeps_only_drafts_in_the_group_of_the_models_pick(lm, monkeypatch):
+    """jacobi_grouped (lossy): every final token is the sampler's own pick given the final tokens before it, or a
+    draft in that pick's group; with groups of one it is exact jacobi; with wide groups, fewer forwards. (The
+    paper's groups seldom form on random weights: what they gain on the demo model is in bench_jacobi.)"""
+    monkeypatch.setattr(sampler_mod, "GROUP_RANKS", 10**6)
+    monkeypatch.setattr(sampler_mod, "GROUP_PROB_GAP", 1.0)
+    monkeypatch.setattr(sampler_mod, "GROUP_DISTANCE", 1.0)  # unit embeddings at cosine > 0.5
+    cond = prepare_cond(lm, PROMPTS[0])
+    model = lm.model
+    unit = torch.nn.functional.normalize(model.gen_embed.weight.float(), dim=-1)
+    fewer = 0
+    for seed in range(3):
+        exact = sample_tokens(lm, cond, seed=seed, decoding="jacobi", window=8)
+        grouped = sample_tokens(lm, cond, seed=seed, decoding="jacobi_grouped", window=8)
+        assert grouped.settings["decoding"] == "jacobi_grouped" and grouped.settings["window"] == 8
+        assert grouped.settings["forwards"] <= exact.settings["forwards"]
+        fewer += grouped.settings["forwards"] < exact.settings["forwards"]
+        tokens = grouped.tokens.reshape(1, -1)
+        logits = teacher_forced_logits(lm, cond, grouped.tokens, 5.0)[0]  # [576, V]
+        gen = torch.Generator().manual_seed(seed)
+        noise = torch.empty(576, model.image_vocab)
+        for i in range(576):
+            noise[i].exponential_(1.0, generator=gen)
+        probs = probabilities(logits, 1.0)
+        picks = torch.argmax(probs / noise, dim=-1)
+        own = tokens[0] == picks
+        near = sampler_mod.in_group(tokens, picks[None], probs[None], unit)[0]
+        assert bool((own | near).all()), f"seed {seed}: positions {(~(own | near)).nonzero().flatten().tolist()[:5]}"
+        assert not bool(own.all()) or grouped.settings["forwards"] == exact.settings["forwards"]
+    assert fewer >= 2
+    monkeypatch.setattr(sampler_mod, "GROUP_RANKS", -1)  # no draft is in any group: exact jacobi
+    again = sample_tokens(lm, cond, seed=0, decoding="jacobi_grouped", window=8)
+    exact = sample_tokens(lm, cond, seed=0, decoding="jacobi", window=8)
+    assert torch.equal(again.tokens, exact.tokens) and again.settings["forwards"] == exact.settings["forwards"]
+
+
 def _simulate_widths(chooser, hits: list[bool], window_seconds: float) -> float:
     """Seconds a loop spends on a picture whose position i equals its first draft when hits[i], with a
     one-token forward costing 1 and a window forward `window_seconds` that confirms its run of hitting drafts
@@ -305,8 +342,9 @@ def _simulate_widths(chooser, hits: list[bool], window_seconds: float) -> float:
 
 
 def test_width_chooser_runs_the_window_where_the_picture_is_predictable():
-    """The chooser's policy on simulated pictures: never much slower than the better of the two fixed widths,
-    and faster than both where the picture has a predictable and an unpredictable half."""
+    """The chooser's policy on simulated pictures (windows confirming runs of hitting first drafts): no window on
+    drafts that never hit, the window where the picture is predictable, one-token steps where it stops paying;
+    never worse than the better fixed width by more than its opening and one judgement."""
     import random
 
     from janus_core import tuning
@@ -323,17 +361,14 @@ def test_width_chooser_runs_the_window_where_the_picture_is_predictable():
 
     for seed in range(3):
         auto, jacobi, seq = compare(picture(seed, [0.0]), 3.0)  # random weights: the window never pays
-        assert auto <= seq + tuning.PROBE * (3.0 - 1) and seq < jacobi  # only the opening probe is lost
+        assert auto == seq < jacobi  # not one window forward
         auto, jacobi, seq = compare(picture(seed, [0.92]), 2.0)  # predictable: the window pays everywhere
-        assert auto <= 1.03 * jacobi < seq
-        for halves in ([0.95, 0.05], [0.05, 0.95]):  # a flat half and a noisy one, either way round
-            auto, jacobi, seq = compare(picture(seed, halves), 2.5)
-            assert auto < 0.7 * min(jacobi, seq), (halves, auto, jacobi, seq)
-        # at the break-even (window cost = what it confirms), chance decides: a few percent either way
-        auto, jacobi, seq = compare(picture(seed, [0.75]), 4.0)
-        assert auto <= 1.05 * min(jacobi, seq), (auto, jacobi, seq)
-    chooser = WidthChooser(16, cost=3.0)
-    _simulate_widths(chooser, picture(0, [0.0]), 3.0)
-    assert chooser.used[16] == tuning.PROBE  # the opening probe, never again
+        assert auto <= jacobi + tuning.OPENING < seq
+        auto, jacobi, seq = compare(picture(seed, [0.95, 0.05]), 2.5)  # a flat half, then a noisy one
+        assert auto < 0.8 * min(jacobi, seq), (auto, jacobi, seq)
+        auto, jacobi, seq = compare(picture(seed, [0.05, 0.95]), 2.5)  # noisy first: one judgement, then one-token
+        assert auto <= seq + tuning.JUDGED_AFTER * (2.5 - 1), (auto, jacobi, seq)
+        auto, jacobi, seq = compare(picture(seed, [0.75]), 4.0)  # the break-even: at most one judgement lost
+        assert auto <= min(jacobi, seq) + tuning.OPENING + tuning.JUDGED_AFTER * (4.0 - 1), (auto, jacobi, seq)
     fixed = WidthChooser(16, active=False)
     assert fixed.width() == 16
