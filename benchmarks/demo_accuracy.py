@@ -47,8 +47,10 @@ def held_out_captions(n: int) -> list[str]:
     return caps[:n]
 
 
-def generate_scores(lm, vq, captions, seeds: int, cfg: float, batch: int, negative: str = ""):
-    """Per check, the list of pass/fail over every image; and the images' pictures (for further checks)."""
+def generate_scores(lm, vq, captions, seeds: int, cfg: float, batch: int, negative: str = "", decoding: str = "auto",
+                    forwards: list | None = None):
+    """Per check, the list of pass/fail over every image; and the images' pictures (for further checks). The
+    forwards each batch took are appended to `forwards` (when given)."""
     from evaluate import score
 
     from janus_core import decode_tokens, prepare_cond, sample_tokens
@@ -59,7 +61,10 @@ def generate_scores(lm, vq, captions, seeds: int, cfg: float, batch: int, negati
         cond = prepare_cond(lm, text, negative_prompt=negative)
         for s0 in range(0, seeds, batch):
             n = min(batch, seeds - s0)
-            tokens = sample_tokens(lm, cond, seed=1000 * k + s0, batch_size=n, cfg=cfg, temperature=1.0)
+            tokens = sample_tokens(lm, cond, seed=1000 * k + s0, batch_size=n, cfg=cfg, temperature=1.0,
+                                   decoding=decoding)
+            if forwards is not None:
+                forwards.append(tokens.settings["forwards"])
             for img in decode_tokens(vq, tokens):
                 img = (img.numpy() * 255).round().astype("uint8")  # the evaluator reads 8-bit RGB, as a PNG holds
                 pictures.append((text, img))
@@ -125,6 +130,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=4, help="images per caption")
     p.add_argument("--cfg", default="1,3,5,7")
     p.add_argument("--variants", default="fp32", help="comma list of " + ", ".join(VARIANTS) + " (at cfg 5)")
+    p.add_argument("--decodings", default="", help="comma list of lossy decodings also scored at cfg 5 in fp32 "
+                   "(e.g. jacobi_grouped), against the default's tokens")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--negative-seeds", type=int, default=16)
     p.add_argument("--understanding", type=int, default=40, help="held-out scenes asked about (0: skip)")
@@ -143,14 +150,20 @@ def main(argv=None) -> int:
     rows = []
     cfgs = [float(c) for c in args.cfg.split(",") if c]
     variants = [v for v in args.variants.split(",") if v]
-    runs = [("fp32", c) for c in cfgs] + [(v, 5.0) for v in variants if v != "fp32"]
-    for variant, cfg in runs:
+    runs = ([("fp32", c, "auto") for c in cfgs] + [(v, 5.0, "auto") for v in variants if v != "fp32"]
+            + [("fp32", 5.0, d) for d in args.decodings.split(",") if d])
+    for variant, cfg, decoding in runs:
         dtype, quant = VARIANTS[variant]
         lm, vq = load(folder, dtype=dtype, device="cpu", vq_dtype="float32", quantize=quant)
-        checks, _ = generate_scores(lm, vq, captions, args.seeds, cfg, args.batch)
-        rec = {"variant": variant, "cfg": cfg} | {k: (sum(v), len(v)) for k, v in checks.items()}
+        forwards: list[int] = []
+        checks, _ = generate_scores(lm, vq, captions, args.seeds, cfg, args.batch, decoding=decoding,
+                                    forwards=forwards)
+        rec = {"variant": variant, "cfg": cfg, "decoding": decoding, "forwards": forwards} | {
+            k: (sum(v), len(v)) for k, v in checks.items()}
         record["rows"].append(rec)
-        rows.append([variant, f"{cfg:g}"] + [rate(checks[k]) for k in ("background", "colour", "position", "shape")])
+        label = variant if decoding == "auto" else f"{variant}, {decoding}"
+        rows.append([label, f"{cfg:g}"] + [rate(checks[k]) for k in ("background", "colour", "position", "shape")]
+                    + [f"{sum(forwards) / len(forwards):.0f}"])
         print(" | ".join(rows[-1]), f"({time.perf_counter() - t0:.0f} s)", flush=True)
     lm, vq = load(folder, dtype="float32", device="cpu", vq_dtype="float32")
     neg_prompt = ["a circle on a blue background"]
@@ -169,7 +182,8 @@ def main(argv=None) -> int:
 
     md = [f"## Demo model accuracy ({len(captions)} held-out captions x {args.seeds} seeds, temperature 1; "
           f"scored from pixels by training/evaluate.py)", "", machine_line(record["machine"]), "",
-          md_table(["weights", "cfg", "background", "object colour", "position (named)", "shape"], rows), "",
+          md_table(["weights", "cfg", "background", "object colour", "position (named)", "shape",
+                    f"forwards per batch of {min(args.batch, args.seeds)}"], rows), "",
           f"Negative prompt: \"{neg_prompt[0]}\", cfg 5, {args.negative_seeds} seeds: a red object in "
           f"{rate(red_plain)} of images without the negative prompt \"red\", {rate(red_neg)} with it.", "",
           f"Image-token distribution at cfg 5 (fp32, {min(4, len(captions))} captions): mean entropy {entropy:.2f} nats, "
