@@ -697,8 +697,11 @@ def test_crash_while_writing_a_png_leaves_no_partial_file(tmp_path, monkeypatch)
 def test_ctrl_c_during_sampling_exits_130_and_writes_nothing(tiny_ckpt, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    # batch 32: sampling lasts ~15 s, so a parent slowed by a busy machine still signals before the run ends
-    proc = subprocess.Popen([sys.executable, "-m", "janus_core", *GEN, "--model", str(tiny_ckpt), "--batch-size", "32",
+    # the child is what a terminal starts, whatever started pytest: a test run launched in the background by a
+    # non-interactive shell ignores SIGINT, the child would inherit that, and Python then installs no handler
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv[0] = 'janus_core'; runpy.run_module('janus_core', run_name='__main__', alter_sys=True)")
+    proc = subprocess.Popen([sys.executable, "-c", start, *GEN, "--model", str(tiny_ckpt), "--batch-size", "8",
                              "--output", str(out), "--save-tokens"], cwd=ROOT, env=env, stderr=subprocess.PIPE,
                             text=True)
     seen = ""
