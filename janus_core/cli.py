@@ -138,6 +138,8 @@ def cmd_generate(args) -> int:
     how = "sequential"
     if run["adaptive"] and run["decoding"] == "sequential":
         how += f": a window forward costs {run['window_cost']:.2f} one-token forwards here, more than it can save"
+    if run["decoding"] == "zipar":
+        how = f"zipar, rows {run['window']} tokens apart (lossy)"
     if run["decoding"] in ("jacobi", "jacobi_grouped"):
         how = f"{run['decoding']}, window {run['window']}"
         if run["adaptive"]:
@@ -340,12 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; lower = safer, less varied")
     g.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens only; 0 = off")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling probability mass; 1.0 = off")
-    g.add_argument("--decoding", default="auto", choices=["auto", "sequential", "jacobi", "jacobi_grouped"],
+    g.add_argument("--decoding", default="auto", choices=["auto", "sequential", "jacobi", "jacobi_grouped", "zipar"],
                    help="jacobi = speculative Jacobi decoding: the same tokens (up to floating-point near-ties) in "
                         "fewer forwards; sequential = one forward per token; auto = jacobi with one-token steps "
                         "where a window does not pay (the CPU), else sequential; jacobi_grouped = lossy: jacobi "
-                        "that also keeps guesses close to the model's pick (GSD), fewer forwards, other images")
-    g.add_argument("--window", type=int, default=16, help="positions each Jacobi forward guesses, 2..64")
+                        "that also keeps guesses close to the model's pick (GSD), fewer forwards, other images; "
+                        "zipar = lossy: rows decoded in parallel, each --window tokens behind the row above (ZipAR)")
+    g.add_argument("--window", type=int, default=None,
+                   help="jacobi: positions each forward guesses, 2..64 (default 16); zipar: how many tokens a row "
+                        "runs ahead of the next, 4..24 (default 8; 24 = the sequential order)")
     g.add_argument("--output", required=True, metavar="FOLDER",
                    help="folder for 00000.png, 00001.png, ... (numbers continue after files already there; made "
                         "when the first PNG is written) (required)")

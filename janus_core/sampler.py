@@ -119,7 +119,7 @@ def position_tables(cfg_lm, pad: torch.Tensor | None, prompt_len: int, max_len: 
     return cos, sin, key_valid, (causal & (key_valid[:, None, :prompt_len] | eye))[:, None]
 
 
-DECODING_CHOICES = ("auto", "sequential", "jacobi", "jacobi_grouped")
+DECODING_CHOICES = ("auto", "sequential", "jacobi", "jacobi_grouped", "zipar")
 # jacobi_grouped (lossy, opt-in): a draft is also accepted when it is in the output's group (GSD, arXiv
 # 2508.07747): within GROUP_RANKS places of it in probability order, GROUP_PROB_GAP of its probability and
 # GROUP_DISTANCE (squared L2 of the unit image-token embeddings) of its embedding
@@ -127,6 +127,11 @@ GROUP_RANKS = 7
 GROUP_PROB_GAP = 0.15
 GROUP_DISTANCE = 0.5
 DEFAULT_WINDOW = 16  # Jacobi window; see auto_decoding and benchmarks/README.md ("Speculative Jacobi decoding")
+# zipar (lossy, opt-in; ZipAR, arXiv 2412.04062): row r + 1 starts once row r has `window` final tokens, and every
+# started row advances one token per forward: 23 * window + 24 forwards. Its window is that lead, 4..24 (24 = each
+# row waits for the whole row above: the sequential tokens); 8 is LlamaGen-ZipAR's default
+ZIPAR_WINDOW = 8
+ZIPAR_LEADS = (4, GRID)
 DRAFT_INITS = ("up", "left", "random")
 
 
@@ -158,7 +163,7 @@ def sample_tokens(
     compile: bool = False,
     threads: int | None = None,
     decoding: str = "auto",
-    window: int = DEFAULT_WINDOW,
+    window: int | None = None,
     draft_init: str = "up",
 ) -> JanusTokens:
     """Sample `batch_size` images' tokens. temperature 0 = greedy (argmax, for tests and oracles).
@@ -172,8 +177,9 @@ def sample_tokens(
     floating-point near-ties; `draft_init` says how a position entering the window is first guessed: the token
     one row up, the left neighbour, or a random code), or "auto" (`auto_decoding`: on the CPU, Jacobi with
     one-token steps wherever the window does not pay), or "jacobi_grouped" (lossy, opt-in: Jacobi that also
-    accepts a draft in its output's group, `in_group`; other images, fewer forwards). The settings record the
-    decoding, the window, whether it
+    accepts a draft in its output's group, `in_group`; other images, fewer forwards), or "zipar" (lossy, opt-in:
+    rows decoded in parallel, `zipar_schedule`; `window` is how many tokens a row runs ahead of the next). `window`
+    None: 16 for the Jacobi decodings, 8 for zipar. The settings record the decoding, the window, whether it
     adapted, the window's cost it decided by and the forwards used.
     """
     settings = sampler_settings(seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature, top_k=top_k,
@@ -191,7 +197,11 @@ def sample_tokens(
         decoding = auto_decoding(lm, compile)
     adaptive = adaptive and decoding == "jacobi"
     grouped = decoding == "jacobi_grouped"
-    width = window if decoding in ("jacobi", "jacobi_grouped") else 1
+    if decoding == "zipar" and compile:
+        raise SettingError("decoding='zipar' runs eager (its forwards change shape as rows start and end); use "
+                           "compile=False, or another decoding.", input="compile")
+    width = forward_width(decoding, window)
+    schedule = zipar_schedule(window) if decoding == "zipar" else None
     init, keep = check_init(init_tokens, keep_mask, batch_size, model.image_vocab)
     prompt_len = max(len(cond.cond_ids), len(cond.uncond_ids))
     max_len = prompt_len + NUM_IMAGE_TOKENS
@@ -207,7 +217,7 @@ def sample_tokens(
     rows = ids.shape[0]
     # a window may reach past the last image position (its outputs there are dropped): room for it, so every
     # forward has the same shape
-    cache_len = max_len + width - 1
+    cache_len = max_len + (width - 1 if schedule is None else 0)
     cos, sin, key_valid, prefill_mask = position_tables(cfg_lm, pad, prompt_len, cache_len, device, lm.dtype)
 
     if device.type == "cpu":
@@ -242,6 +252,8 @@ def sample_tokens(
         if decoding in ("jacobi", "jacobi_grouped"):
             chooser = WidthChooser(window, adaptive, cost or 1.0)
             out, forwards = _jacobi_loop(run, hidden, window, draft_init, tuner, chooser, grouped)
+        elif decoding == "zipar":
+            out, forwards = _zipar_loop(run, hidden, schedule, tuner)
         else:
             out, forwards = _sequential_loop(run, hidden, tuner)
         ok = True
@@ -257,7 +269,8 @@ def sample_tokens(
         seeds=seeds,
         settings={"cfg": cfg, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                   "batch_size": batch_size, "seed": seed, "partial": keep is not None,
-                  "quantize": lm.quantize, "decoding": decoding, "window": window if width > 1 else None,
+                  "quantize": lm.quantize, "decoding": decoding,
+                  "window": window if width > 1 or decoding == "zipar" else None,
                   "adaptive": adaptive, "forwards": forwards,
                   "window_cost": cost},
         model=lm.identity.as_dict(),
@@ -266,10 +279,18 @@ def sample_tokens(
 
 
 def decoding_settings(decoding, window, draft_init) -> tuple[str, int, str]:
+    """Checked (decoding, window, draft_init); window None = the decoding's default."""
     if decoding not in DECODING_CHOICES:
         raise SettingError(f"decoding must be one of {', '.join(DECODING_CHOICES)}; got {decoding!r}.",
                            input="decoding")
-    window = integer("window", window, 2, MAX_WINDOW, hint=" Positions each Jacobi forward guesses; 16 is the default.")
+    if decoding == "zipar":
+        window = ZIPAR_WINDOW if window is None else window
+        window = integer("window", window, *ZIPAR_LEADS, hint=" For zipar: how many tokens a row runs ahead of "
+                         f"the next ({ZIPAR_WINDOW} is the default, {GRID} = no rows in parallel).")
+    else:
+        window = DEFAULT_WINDOW if window is None else window
+        window = integer("window", window, 2, MAX_WINDOW,
+                         hint=" Positions each Jacobi forward guesses; 16 is the default.")
     if draft_init not in DRAFT_INITS:
         raise SettingError(f"draft_init must be one of {', '.join(DRAFT_INITS)}; got {draft_init!r}.",
                            input="draft_init")
@@ -277,6 +298,15 @@ def decoding_settings(decoding, window, draft_init) -> tuple[str, int, str]:
 
 
 MAX_WINDOW = 64
+
+
+def forward_width(decoding: str, window: int) -> int:
+    """The most image positions one forward of this (checked, not "auto") decoding feeds."""
+    if decoding in ("jacobi", "jacobi_grouped"):
+        return window
+    if decoding == "zipar":  # one per started row, plus a stand-in's rewrite
+        return max(len(step) for step in zipar_schedule(window))
+    return 1
 
 
 class _Run:
@@ -507,6 +537,98 @@ def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, 
         if extra is not tuner:
             extra.close()
     return out, forwards
+
+
+def zipar_schedule(lead: int) -> list[list[tuple[int, int, int | None]]]:
+    """ZipAR's row-parallel order as data: for each forward after the prefill (which gives token 0), its inputs
+    (slot, value, target): image token `value`'s final token is fed at image position `slot` (cache position
+    prompt_len + slot) and its output draws token `target` (None: an input that only writes the cache).
+
+    Token (r, c) is drawn by forward r * lead + c: each row runs `lead` tokens ahead of the row below, so (r, c)
+    sees the row above up to column c + lead - 1 and nothing of it further right (that is the loss). A row starts
+    from a stand-in for the last token of the row above, fed at that token's position (the latest final token of
+    the row above, as ZipAR does); once that row is complete, its real last token rewrites the stand-in's cache
+    entry in the next forward. lead = 24: each row waits for the whole row above, the sequential order."""
+    steps = []
+    for t in range(1, (GRID - 1) * lead + GRID):
+        step = []
+        for r in range(GRID):
+            c = t - r * lead
+            if not 0 <= c < GRID or (r, c) == (0, 0):
+                continue
+            slot = r * GRID + c - 1
+            if c == 0:  # the row's first token: the stand-in, or the real last token of a complete row above
+                step.append((slot, (r - 1) * GRID + lead - 1, slot + 1))
+            else:
+                step.append((slot, slot, slot + 1))
+            if r >= 1 and c == GRID - lead and lead < GRID:  # the row above completed in the last forward:
+                step.append((r * GRID - 1, r * GRID - 1, None))  # its real last token replaces the stand-in
+        steps.append(sorted(step))
+    return steps
+
+
+def _zipar_finalised(targets: list[int], logits: torch.Tensor, slots: list[int], values: list[int]) -> None:
+    """Called per zipar forward with the CFG-mixed logits [B, len(targets), V] that drew `targets`, and the
+    forward's inputs (a hook: the context test records them)."""
+
+
+def _zipar_loop(run: _Run, hidden: torch.Tensor, schedule, tuner: ThreadTuner) -> tuple[torch.Tensor, int]:
+    """Rows in parallel (`zipar_schedule`). Every forward feeds its inputs at their own positions (rotary tables
+    and cache slots), and each query attends to every cache entry written so far at or before its position: the
+    prompt and the final tokens there. Noise: position j's Exp(1) row is drawn in position order, as the
+    sequential loop draws it (rows ahead of the oldest unfinished position wait in a ring), so a lead of 24 makes
+    the sequential tokens and a shorter lead changes only what each token sees."""
+    b, model, device, n_tok = run.batch, run.model, run.device, NUM_IMAGE_TOKENS
+    out = torch.zeros((b, n_tok), dtype=torch.long, device=device)
+    ring = max(max(t for _, _, t in step if t is not None) - min(t for _, _, t in step if t is not None) + 1
+               for step in schedule if any(t is not None for _, _, t in step))
+    noise = torch.empty((b, ring, model.image_vocab), dtype=torch.float32, device=device) if run.temperature > 0 else None
+    drawn = 0
+    cache_len = run.cache.k[0].shape[2]
+    written = torch.zeros(cache_len, dtype=torch.bool, device=device)
+    written[: run.prompt_len] = True
+    key_pos = torch.arange(cache_len, device=device)
+
+    def draw_noise(upto: int) -> None:
+        nonlocal drawn
+        while noise is not None and drawn <= upto:
+            fill_noise(noise[:, drawn % ring], run.gens)
+            drawn += 1
+
+    def finish(targets: list[int], logits: torch.Tensor) -> None:
+        idx = torch.tensor(targets, device=device)
+        token = run.pick(logits, None if noise is None else noise[:, idx % ring])
+        if run.keep is not None:
+            token = torch.where(run.keep[:, idx], run.init[:, idx], token)
+        out[:, idx] = token
+
+    draw_noise(0)
+    logits = cfg_mix(model.image_logits(hidden).float(), b, run.cfg)[:, None]
+    _zipar_finalised([0], logits, [], [])
+    finish([0], logits)
+    reported = run.report(1, out, 0)
+    # after forward i, every token before the next forward's first target is final (raster order, for progress)
+    frontiers = [min(t for _, _, t in step if t is not None) for step in schedule[1:]] + [n_tok]
+    for step, frontier in zip(schedule, frontiers):
+        tuner.before()
+        slots = [s for s, _, _ in step]
+        values = [v for _, v, _ in step]
+        heads = [i for i, (_, _, t) in enumerate(step) if t is not None]
+        targets = [step[i][2] for i in heads]
+        pos = torch.tensor(slots, device=device) + run.prompt_len
+        written[pos] = True
+        mask = (key_pos[None] <= pos[:, None]) & written[None]  # [T, L]
+        mask = mask[None, None] if run.key_valid is None else mask[None, None] & run.key_valid[:, None, None]
+        x = model.image_token_embeds(out[:, values].repeat(2, 1))
+        cos, sin = run.cos.index_select(2, pos), run.sin.index_select(2, pos)
+        hidden = model.forward_hidden(x, cos, sin, run.cache, pos, mask)
+        logits = cfg_mix(model.image_logits(hidden[:, heads]).float(), b, run.cfg)  # [B, len(targets), V]
+        draw_noise(max(targets))
+        _zipar_finalised(targets, logits, slots, values)
+        finish(targets, logits)
+        reported = run.report(frontier, out, reported)
+        tuner.after()
+    return out, len(schedule) + 1
 
 
 STATIC_BUCKET = 64  # cache lengths are rounded up to this, so prompts of similar length share one compiled step

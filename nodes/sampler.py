@@ -14,7 +14,7 @@ from ..janus_core import (
     sample_tokens,
     token_preview,
 )
-from ..janus_core.sampler import DEFAULT_WINDOW, auto_decoding, check_cond, check_sampling_memory, decoding_settings
+from ..janus_core.sampler import auto_decoding, check_cond, check_sampling_memory, decoding_settings, forward_width
 from ..janus_core.validate import sampler_settings
 from ..janus_core.vq import check_tokens
 from . import events, host, models
@@ -134,7 +134,7 @@ class JanusARSampler:
                                              "grid, centre square): >= 0.5 (white) = regenerate, < 0.5 = keep the "
                                              "init token. Needs init_tokens."}),
                 # added last and optional: workflows saved before it run unchanged (as "auto")
-                "decoding": (["auto", "sequential", "jacobi", "jacobi_grouped"], {
+                "decoding": (["auto", "sequential", "jacobi", "jacobi_grouped", "zipar"], {
                     "default": "auto",
                     "tooltip": "How the tokens are computed; the tokens are the same either way (up to rare "
                                "floating-point near-ties). jacobi: speculative Jacobi decoding, each forward "
@@ -145,7 +145,8 @@ class JanusARSampler:
                                "(judged from the window's cost, measured once per machine and kept, so a rerun "
                                "makes the same image); on a GPU sequential. jacobi_grouped (lossy, changes the "
                                "image): jacobi that also keeps a guess close to the model's pick (GSD), for fewer "
-                               "forwards."}),
+                               "forwards. zipar (lossy, changes the image): rows decoded in parallel, each 8 "
+                               "tokens behind the row above (ZipAR): 208 forwards instead of 576."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -153,7 +154,7 @@ class JanusARSampler:
     def sample(self, lm, cond, seed, batch_size, cfg, temperature, top_k, top_p, init_tokens=None, mask=None,
                decoding="auto", unique_id=None):
         with for_input(NODE, "decoding"):
-            decoding_settings(decoding, DEFAULT_WINDOW, "up")
+            _, window, _ = decoding_settings(decoding, None, "up")
         with for_input(NODE, "cond"):
             check_cond(lm, cond)
             settings = sampler_settings(seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature,
@@ -176,9 +177,9 @@ class JanusARSampler:
                 if t.shape[0] not in (1, batch_size):
                     raise input_error(NODE, name, f"has batch {t.shape[0]}; expected 1 or batch_size {batch_size}.")
         with for_input(NODE, "batch_size"):  # refuse a batch that cannot fit before moving the model
-            jacobi = decoding in ("jacobi", "jacobi_grouped") or (decoding == "auto" and auto_decoding(lm) == "jacobi")
+            runs = auto_decoding(lm) if decoding == "auto" else decoding
             check_sampling_memory(lm, batch_size, max(len(cond.cond_ids), len(cond.uncond_ids)),
-                                  DEFAULT_WINDOW if jacobi else 1)
+                                  forward_width(runs, window))
 
         models.ensure_on_device(lm)
         palette, _ = models.palette_for(lm.identity.as_dict(), lm.model.image_vocab)

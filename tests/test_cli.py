@@ -172,3 +172,20 @@ def test_help_shows_every_default_and_ends_with_an_example():
     assert "example: python -m janus_core generate --model" in shown
     described = " ".join(run_cli("describe", "--help").stdout.split())
     assert "(default: Describe this image in detail.)" in described and "(default: 512)" in described
+
+
+def test_generate_zipar_says_its_forwards_and_refuses_a_lead_out_of_range(tiny_ckpt, tmp_path):
+    out = tmp_path / "z"
+    proc = run_cli("generate", "--model", tiny_ckpt, "--prompt", "a red chair", "--seed", 2, "--decoding", "zipar",
+                   "--window", 6, "--device", "cpu", "--threads", 1, "--dtype", "float32", "--output", out,
+                   "--save-tokens")
+    assert "1 image: 576 tokens each in 162 forwards (zipar, rows 6 tokens apart (lossy))" in proc.stderr
+    tokens = load_tokens(out / "tokens.safetensors")
+    assert tokens.settings["decoding"] == "zipar" and tokens.settings["window"] == 6
+    lm, _ = load(tiny_ckpt, dtype="float32", device="cpu")
+    same = sample_tokens(lm, prepare_cond(lm, "a red chair"), seed=2, decoding="zipar", window=6)
+    assert torch.equal(tokens.tokens, same.tokens)
+    bad = run_cli("generate", "--model", tiny_ckpt, "--prompt", "x", "--decoding", "zipar", "--window", 30,
+                  "--output", tmp_path / "never", ok=False)
+    assert bad.returncode == 2 and "error: --window must be in 4..24, got 30" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "never").exists()

@@ -63,6 +63,17 @@ def test_progress_preview_cancel_and_next_run(editor, tiny_models, monkeypatch):
     assert steps == sorted(set(steps)) and steps[-1] == 576 and len(steps) <= 576 // 4 + 1
 
 
+def test_zipar_runs_from_the_node_in_fewer_forwards(editor, tiny_models):
+    lm, _ = tiny_models
+    nodes = editor.nodes
+    cond = nodes.JanusARPrompt().encode(lm, "a cat", "")[0]
+    assert "zipar" in nodes.JanusARSampler.INPUT_TYPES()["optional"]["decoding"][0]
+    zipar = _run(nodes, lm, cond, decoding="zipar")
+    assert zipar.settings["decoding"] == "zipar" and zipar.settings["window"] == 8
+    assert zipar.settings["forwards"] == 23 * 8 + 24
+    assert torch.equal(_run(nodes, lm, cond, decoding="zipar").tokens, zipar.tokens)  # a rerun: the same image
+
+
 def test_cancel_through_processing_interrupted_without_progress_hook(editor, tiny_models):
     lm, _ = tiny_models
     nodes, rec, mm = editor.nodes, editor.rec, sys.modules["comfy.model_management"]
