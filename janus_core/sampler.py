@@ -356,17 +356,25 @@ class _Run:
         return last_reported
 
 
-def _sequential_loop(run: _Run, hidden: torch.Tensor, tuner: ThreadTuner) -> tuple[torch.Tensor, int]:
-    """One forward per token (the reference procedure)."""
+def _sequential_loop(run: _Run, hidden: torch.Tensor, tuner: ThreadTuner, out: torch.Tensor | None = None,
+                     start: int = 0, drawn: torch.Tensor | None = None, reported: int = 0) -> tuple[torch.Tensor, int]:
+    """One forward per token (the reference procedure); returns the tokens and the forwards it ran.
+
+    From `start` on (the Jacobi loop's hand-off): `out` holds the final tokens before it, `hidden` is the state
+    that predicts token `start`, and `drawn` [B, k, V] the noise rows already drawn for positions start.. ."""
     b, model = run.batch, run.model
     noise = torch.empty((b, model.image_vocab), dtype=torch.float32, device=run.device)
-    out = torch.empty((b, NUM_IMAGE_TOKENS), dtype=torch.long, device=run.device)
-    reported = 0
-    for i in range(NUM_IMAGE_TOKENS):
+    if out is None:
+        out = torch.empty((b, NUM_IMAGE_TOKENS), dtype=torch.long, device=run.device)
+    ahead = 0 if drawn is None else drawn.shape[1]
+    for i in range(start, NUM_IMAGE_TOKENS):
         tuner.before()  # each step (head, sampling, forward) is timed under the thread count it ran with
         logits = cfg_mix(model.image_logits(hidden).float(), b, run.cfg)
         if run.temperature > 0:
-            fill_noise(noise, run.gens)
+            if i - start < ahead:
+                noise.copy_(drawn[:, i - start])
+            else:
+                fill_noise(noise, run.gens)
         token = run.pick(logits, noise)
         if run.keep is not None:
             token = torch.where(run.keep[:, i], run.init[:, i], token)
@@ -376,7 +384,7 @@ def _sequential_loop(run: _Run, hidden: torch.Tensor, tuner: ThreadTuner) -> tup
             break  # the last token's embedding is never used
         hidden = run.forward(token[:, None], run.prompt_len + i)[:, -1]
         tuner.after()
-    return out, NUM_IMAGE_TOKENS
+    return out, NUM_IMAGE_TOKENS - start
 
 
 def accepted(drafts: torch.Tensor, outputs: torch.Tensor, also: torch.Tensor | None = None) -> torch.Tensor:
@@ -493,6 +501,12 @@ def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, 
     while n < n_tok:
         w = chooser.width()
         step_tuner = tuners.setdefault(w, ThreadTuner(device, None) if tuner.active else tuner)
+        if chooser.settled:  # one-token steps from here on: the plain loop, without the window's bookkeeping
+            hidden = run.forward(known[:, n - 1 : n], run.prompt_len + n - 1)[:, -1]
+            ahead = None if noise is None else noise[:, [p % window for p in range(n, drawn)]]
+            out, rest = _sequential_loop(run, hidden, step_tuner, out, n, ahead, reported)
+            forwards += rest
+            break
         step_tuner.before()
         start = window_start(n)
         hidden = run.forward(known[:, start : start + w], run.prompt_len + start)  # [2B, w, H]

@@ -326,6 +326,11 @@ class WidthChooser:
     def width(self) -> int:
         return self.best if self.active else self.window
 
+    @property
+    def settled(self) -> bool:
+        """One-token steps for the rest of the run (the loop may hand over to the plain sequential loop)."""
+        return self.active and self.judged and self.best == 1
+
     def record(self, width: int, accepted: int, hits: float | None = None) -> None:
         self.used[width] += 1
         self.tokens += accepted

@@ -213,6 +213,8 @@ def test_auto_mixes_window_and_one_token_steps_and_keeps_the_tokens(lm, monkeypa
             used.append(w)
             return w
 
+        settled = False  # switching to the end: no hand-off to the plain loop
+
     monkeypatch.setattr(sampler_mod, "WidthChooser", RandomWidths)
     cond = prepare_cond(lm, PROMPTS[0])
     init = torch.randint(0, lm.model.image_vocab, (1, 24, 24), generator=torch.Generator().manual_seed(4))
@@ -268,6 +270,35 @@ def test_auto_reruns_make_the_same_tokens_in_the_same_forwards_whatever_the_cloc
         schedules.add((run.settings["window_cost"], run.settings["forwards"]))
     # the clock does decide the cost, and the cost the forwards: what the kept cost holds still above
     assert len({cost for cost, _ in schedules}) > 1 and len({forwards for _, forwards in schedules}) > 1
+
+
+def test_auto_hands_over_to_the_plain_loop_once_it_settles_on_one_token_steps(lm, monkeypatch):
+    """Random weights: the drafts never hit, so after its opening row auto settles on one-token steps and hands
+    the rest of the run to the sequential loop (no window bookkeeping per step), with the noise rows the window
+    had drawn ahead: the sequential tokens, one forward per token, with and without kept positions."""
+    from janus_core import tuning
+
+    starts = []
+    real = sampler_mod._sequential_loop
+
+    def spy(run, hidden, tuner, out=None, start=0, drawn=None, reported=0):
+        starts.append((start, None if drawn is None else drawn.shape[1]))
+        return real(run, hidden, tuner, out, start, drawn, reported)
+
+    monkeypatch.setattr(sampler_mod, "_sequential_loop", spy)
+    cond = prepare_cond(lm, PROMPTS[1])
+    init = torch.randint(0, lm.model.image_vocab, (1, 24, 24), generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros(1, 24, 24, dtype=torch.bool)
+    mask[:, 1:3] = True  # kept tokens hit their drafts: the hit rate is counted over the rest too
+    for kw in (dict(temperature=1.0), dict(temperature=0.0), dict(temperature=0.8, init_tokens=init, keep_mask=mask)):
+        reference = sample_tokens(lm, cond, seed=8, batch_size=2, decoding="sequential", **kw)
+        starts.clear()
+        auto = sample_tokens(lm, cond, seed=8, batch_size=2, decoding="auto", window=6, **kw)
+        assert torch.equal(auto.tokens, reference.tokens), kw
+        assert auto.settings["forwards"] == 576 and auto.settings["decoding"] == "jacobi"
+        assert len(starts) == 1 and starts[0][0] >= tuning.OPENING, starts
+        if kw["temperature"] > 0:
+            assert starts[0][1] > 0  # rows the window had drawn ahead were handed over, not drawn twice
 
 
 def test_auto_runs_the_plain_loop_where_no_window_can_pay(lm, monkeypatch):
