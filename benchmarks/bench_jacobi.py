@@ -40,9 +40,10 @@ def captions(n: int) -> list[str]:
     return held_out_captions(n)
 
 
-def forwards_table(lm, texts, seeds, windows, inits, grouped_windows=()):
+def forwards_table(lm, texts, seeds, windows, inits, grouped_windows=(), zipar_windows=()):
     """Forwards per image of exact jacobi for every window x draft init, and of the lossy jacobi_grouped ("up")
-    at `grouped_windows` (its 'identical' column counts images equal to the sequential ones: few, by design)."""
+    at `grouped_windows` and zipar at `zipar_windows` (their 'identical' column counts images equal to the
+    sequential ones: few, by design)."""
     import torch
 
     from janus_core import prepare_cond, sample_tokens
@@ -51,18 +52,20 @@ def forwards_table(lm, texts, seeds, windows, inits, grouped_windows=()):
     conds = [prepare_cond(lm, t) for t in texts]
     refs = {(k, s): sample_tokens(lm, c, seed=s, cfg=5.0, decoding="sequential").tokens
             for k, c in enumerate(conds) for s in range(seeds)}
-    runs = [("jacobi", w, init) for w in windows for init in inits] + [("jacobi_grouped", w, "up")
-                                                                     for w in grouped_windows]
+    runs = ([("jacobi", w, init) for w in windows for init in inits]
+            + [("jacobi_grouped", w, "up") for w in grouped_windows] + [("zipar", w, "-") for w in zipar_windows])
     for decoding, w, init in runs:
         fw, same = [], 0
         for k, c in enumerate(conds):
             for s in range(seeds):
-                out = sample_tokens(lm, c, seed=s, cfg=5.0, decoding=decoding, window=w, draft_init=init)
+                out = sample_tokens(lm, c, seed=s, cfg=5.0, decoding=decoding, window=w,
+                                    draft_init="up" if init == "-" else init)
                 fw.append(out.settings["forwards"])
                 same += bool(torch.equal(out.tokens, refs[(k, s)]))
         rec.append({"decoding": decoding, "window": w, "draft_init": init, "forwards": fw, "identical": same,
                     "images": len(fw)})
-        rows.append([w if decoding == "jacobi" else f"{w}, grouped (lossy)", init, f"{statistics.mean(fw):.0f}",
+        label = {"jacobi": f"{w}", "jacobi_grouped": f"{w}, grouped (lossy)"}.get(decoding, f"zipar, lead {w} (lossy)")
+        rows.append([label, init, f"{statistics.mean(fw):.0f}",
                      f"{min(fw)}-{max(fw)}", f"{576 / statistics.mean(fw):.2f}x", f"{same}/{len(fw)}"])
         print("forwards", rows[-1], flush=True)
     return rows, rec
@@ -76,9 +79,11 @@ def per_image_seconds(lm, cond, batch, decodings, window, repeats):
 
     costs = {}
 
-    def once(decoding, seed):
+    def once(decoding, seed):  # "zipar:8": zipar with its own window (the lead)
+        name, _, own = decoding.partition(":")
         t0 = time.perf_counter()
-        out = sample_tokens(lm, cond, seed=seed, batch_size=batch, cfg=5.0, decoding=decoding, window=window)
+        out = sample_tokens(lm, cond, seed=seed, batch_size=batch, cfg=5.0, decoding=name,
+                            window=int(own) if own else window)
         costs[decoding] = out.settings["window_cost"]
         return (time.perf_counter() - t0) / batch, out.settings["forwards"]
 
@@ -155,8 +160,9 @@ def wall_table(models, batches, dtypes, window, repeats):
                 rec.append({"model": name, "dtype": dtype, "batch": b, "window": window,
                             **{f"{d}_s": r[0] for d, r in res.items()}, **{f"{d}_forwards": r[1] for d, r in res.items()},
                             "auto_window_cost": res["auto"][2] if "auto" in res else None})
+                zipar = next((d for d in res if d.startswith("zipar")), None)
                 rows.append([name, dtype, b, f"{seq:.2f}"] + [f"{res[d][0]:.2f} ({res[d][1]} fw, {seq / res[d][0]:.2f}x)"
-                                                             if d in res else "-" for d in ("jacobi", "auto")]
+                                                             if d in res else "-" for d in ("jacobi", "auto", zipar)]
                             + [f"{res['auto'][2]:.2f}" if "auto" in res and res["auto"][2] else "-"])
                 print("wall", rows[-1], flush=True)
             del lm
@@ -195,6 +201,8 @@ def main(argv=None) -> int:
     p.add_argument("--inits", default="up,left,random")
     p.add_argument("--wall-window", type=int, default=16)
     p.add_argument("--grouped-windows", default="16", help="windows of the lossy jacobi_grouped in the forwards table")
+    p.add_argument("--zipar-windows", default="8,16", help="leads of the lossy zipar in the forwards table")
+    p.add_argument("--wall-zipar", type=int, default=8, help="zipar's lead in the demo wall-clock rows (0: not timed)")
     p.add_argument("--cost-models", default="demo,pro1b-4L", help="models whose per-forward cost is measured")
     p.add_argument("--wall-models", default="demo", help="models timed per image: demo, and random checkpoints "
                    "such as pro1b-4L (where the window never pays: sequential against auto only)")
@@ -222,7 +230,8 @@ def main(argv=None) -> int:
         lm = load_generator(demo, dtype="float32", device="cpu")
         rows, record["forwards"] = forwards_table(lm, texts, args.seeds, [int(w) for w in args.windows.split(",")],
                                                   args.inits.split(","),
-                                                  [int(w) for w in args.grouped_windows.split(",") if w])
+                                                  [int(w) for w in args.grouped_windows.split(",") if w],
+                                                  [int(w) for w in args.zipar_windows.split(",") if w])
         md += ["", f"Forwards per image, demo model, cfg 5, temperature 1, fp32, {len(texts)} captions x {args.seeds} "
                "seeds (sequential: 576):", "",
                md_table(["window", "draft init", "forwards (mean)", "range", "fewer forwards", "identical to sequential"],
@@ -235,7 +244,8 @@ def main(argv=None) -> int:
 
             for name in [m for m in args.wall_models.split(",") if m]:
                 if name == "demo":
-                    r, rec = wall_table([("demo", demo, texts[0], ("jacobi", "auto"))], batches, dtypes,
+                    zipar = (f"zipar:{args.wall_zipar}",) if args.wall_zipar else ()
+                    r, rec = wall_table([("demo", demo, texts[0], ("jacobi", "auto", *zipar))], batches, dtypes,
                                         args.wall_window, args.repeats)
                 else:
                     folder = build_checkpoint(name, Path(tmp) / name, "float32")
@@ -248,7 +258,8 @@ def main(argv=None) -> int:
                f"temperature 1; jacobi window "
                f"{args.wall_window}; auto = jacobi with one-token steps where the window does not pay:", "",
                md_table(["model", "dtype", "batch", "sequential s", "jacobi s (forwards, speed-up)",
-                         "auto s (forwards, speed-up)", "auto's window cost"], rows)]
+                         "auto s (forwards, speed-up)", f"zipar lead {args.wall_zipar} s (lossy)",
+                         "auto's window cost"], rows)]
         with tempfile.TemporaryDirectory() as tmp:
             from benchmarks.bench_sampler import build_checkpoint
 

@@ -48,7 +48,7 @@ def held_out_captions(n: int) -> list[str]:
 
 
 def generate_scores(lm, vq, captions, seeds: int, cfg: float, batch: int, negative: str = "", decoding: str = "auto",
-                    forwards: list | None = None):
+                    forwards: list | None = None, window: int | None = None):
     """Per check, the list of pass/fail over every image; and the images' pictures (for further checks). The
     forwards each batch took are appended to `forwards` (when given)."""
     from evaluate import score
@@ -62,7 +62,7 @@ def generate_scores(lm, vq, captions, seeds: int, cfg: float, batch: int, negati
         for s0 in range(0, seeds, batch):
             n = min(batch, seeds - s0)
             tokens = sample_tokens(lm, cond, seed=1000 * k + s0, batch_size=n, cfg=cfg, temperature=1.0,
-                                   decoding=decoding)
+                                   decoding=decoding, window=window)
             if forwards is not None:
                 forwards.append(tokens.settings["forwards"])
             for img in decode_tokens(vq, tokens):
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     p.add_argument("--cfg", default="1,3,5,7")
     p.add_argument("--variants", default="fp32", help="comma list of " + ", ".join(VARIANTS) + " (at cfg 5)")
     p.add_argument("--decodings", default="", help="comma list of lossy decodings also scored at cfg 5 in fp32 "
-                   "(e.g. jacobi_grouped), against the default's tokens")
+                   "(e.g. jacobi_grouped, zipar, zipar:12 for a window of 12), against the default's tokens")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--negative-seeds", type=int, default=16)
     p.add_argument("--understanding", type=int, default=40, help="held-out scenes asked about (0: skip)")
@@ -156,8 +156,9 @@ def main(argv=None) -> int:
         dtype, quant = VARIANTS[variant]
         lm, vq = load(folder, dtype=dtype, device="cpu", vq_dtype="float32", quantize=quant)
         forwards: list[int] = []
-        checks, _ = generate_scores(lm, vq, captions, args.seeds, cfg, args.batch, decoding=decoding,
-                                    forwards=forwards)
+        name, _, own = decoding.partition(":")
+        checks, _ = generate_scores(lm, vq, captions, args.seeds, cfg, args.batch, decoding=name,
+                                    forwards=forwards, window=int(own) if own else None)
         rec = {"variant": variant, "cfg": cfg, "decoding": decoding, "forwards": forwards} | {
             k: (sum(v), len(v)) for k, v in checks.items()}
         record["rows"].append(rec)
