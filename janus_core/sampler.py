@@ -609,8 +609,7 @@ def _zipar_loop(run: _Run, hidden: torch.Tensor, schedule, tuner: ThreadTuner) -
             fill_noise(noise[:, drawn % ring], run.gens)
             drawn += 1
 
-    def finish(targets: list[int], logits: torch.Tensor) -> None:
-        idx = torch.tensor(targets, device=device)
+    def finish(idx: torch.Tensor, logits: torch.Tensor) -> None:
         token = run.pick(logits, None if noise is None else noise[:, idx % ring])
         if run.keep is not None:
             token = torch.where(run.keep[:, idx], run.init[:, idx], token)
@@ -619,27 +618,33 @@ def _zipar_loop(run: _Run, hidden: torch.Tensor, schedule, tuner: ThreadTuner) -
     draw_noise(0)
     logits = cfg_mix(model.image_logits(hidden).float(), b, run.cfg)[:, None]
     _zipar_finalised([0], logits, [], [])
-    finish([0], logits)
+    finish(torch.zeros(1, dtype=torch.long, device=device), logits)
     reported = run.report(1, out, 0)
-    # after forward i, every token before the next forward's first target is final (raster order, for progress)
+    # the schedule's index tensors, made once; after forward i, every token before the next forward's first
+    # target is final (raster order: what progress reports)
     frontiers = [min(t for _, _, t in step if t is not None) for step in schedule[1:]] + [n_tok]
+    plan = []
     for step, frontier in zip(schedule, frontiers):
+        slots, values, targets = ([item[k] for item in step] for k in range(3))
+        heads = [i for i, t in enumerate(targets) if t is not None]
+        as_index = partial(torch.tensor, dtype=torch.long, device=device)
+        plan.append((slots, values, [targets[i] for i in heads], as_index(slots) + run.prompt_len,
+                     as_index(values), None if len(heads) == len(step) else as_index(heads),
+                     as_index([targets[i] for i in heads]), frontier))
+    for slots, values, targets, pos, value_idx, head_idx, target_idx, frontier in plan:
         tuner.before()
-        slots = [s for s, _, _ in step]
-        values = [v for _, v, _ in step]
-        heads = [i for i, (_, _, t) in enumerate(step) if t is not None]
-        targets = [step[i][2] for i in heads]
-        pos = torch.tensor(slots, device=device) + run.prompt_len
         written[pos] = True
         mask = (key_pos[None] <= pos[:, None]) & written[None]  # [T, L]
         mask = mask[None, None] if run.key_valid is None else mask[None, None] & run.key_valid[:, None, None]
-        x = model.image_token_embeds(out[:, values].repeat(2, 1))
+        x = model.image_token_embeds(out[:, value_idx].repeat(2, 1))
         cos, sin = run.cos.index_select(2, pos), run.sin.index_select(2, pos)
         hidden = model.forward_hidden(x, cos, sin, run.cache, pos, mask)
-        logits = cfg_mix(model.image_logits(hidden[:, heads]).float(), b, run.cfg)  # [B, len(targets), V]
-        draw_noise(max(targets))
+        if head_idx is not None:  # a stand-in's rewrite draws nothing
+            hidden = hidden[:, head_idx]
+        logits = cfg_mix(model.image_logits(hidden).float(), b, run.cfg)  # [B, len(targets), V]
+        draw_noise(targets[-1])
         _zipar_finalised(targets, logits, slots, values)
-        finish(targets, logits)
+        finish(target_idx, logits)
         reported = run.report(frontier, out, reported)
         tuner.after()
     return out, len(schedule) + 1
