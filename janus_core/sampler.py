@@ -500,7 +500,9 @@ def _jacobi_loop(run: _Run, hidden: torch.Tensor, window: int, draft_init: str, 
     tuners = {window: tuner}  # thread counts are tuned per width: a window step and a one-token step differ
     while n < n_tok:
         w = chooser.width()
-        step_tuner = tuners.setdefault(w, ThreadTuner(device, None) if tuner.active else tuner)
+        if w not in tuners:
+            tuners[w] = ThreadTuner(device, None) if tuner.active else tuner
+        step_tuner = tuners[w]
         if chooser.settled:  # one-token steps from here on: the plain loop, without the window's bookkeeping
             hidden = run.forward(known[:, n - 1 : n], run.prompt_len + n - 1)[:, -1]
             ahead = None if noise is None else noise[:, [p % window for p in range(n, drawn)]]
