@@ -73,8 +73,8 @@ def forwards_table(lm, texts, seeds, windows, inits, grouped_windows=(), zipar_w
 
 def per_image_seconds(lm, cond, batch, decodings, window, repeats):
     """{decoding: (median seconds per image, forwards)}: one warm-up of each (forms measured, allocator warm),
-    then the decodings interleaved, round after round (a noisy shared machine drifts between minutes: each
-    round's contenders see the same drift), seeds varying by round."""
+    then the decodings interleaved, round after round, in alternating order (a noisy shared machine drifts
+    between minutes: each round's contenders see the same drift), seeds varying by round."""
     from janus_core import sample_tokens
 
     costs = {}
@@ -91,7 +91,7 @@ def per_image_seconds(lm, cond, batch, decodings, window, repeats):
         once(d, 0)  # auto's first run on this machine and model measures the window's cost (kept for the rest)
     runs = {d: [] for d in decodings}
     for r in range(repeats):
-        for d in decodings:
+        for d in decodings if r % 2 == 0 else decodings[::-1]:  # alternated: no decoding always runs first
             runs[d].append(once(d, r))
     return {d: (statistics.median(t for t, _ in v), round(statistics.mean(f for _, f in v)), costs[d])
             for d, v in runs.items()}

@@ -285,6 +285,7 @@ OPENING = 24  # one-token steps that open a run: the first row (no row above to 
 HOPELESS_HITS = 0.1  # drafts hitting less often than this (random weights hit 1 / vocabulary): no window tried
 JUDGED_AFTER = 32  # window forwards after which their mean accepted count decides whether they stay
 COST_STEPS = 8  # a measured window cost is rounded to 1/8 octave (a steadier number to keep)
+LOSS_BUDGET = 4.0  # one-token forwards the window forwards may fall behind 0.9 x their cost before they stop
 
 
 def window_cost_key(lm, rows: int, window: int, threads: int) -> tuple:
@@ -305,10 +306,12 @@ class WidthChooser:
     - A run opens with OPENING one-token steps (the sequential step exactly). They give the draft hit rate:
       how often a final token equals the draft its position was first given (the left neighbour in the first
       row), per image. Below HOPELESS_HITS (random weights) no window is tried: the run stays sequential.
-    - Otherwise windows run; whenever the last JUDGED_AFTER window forwards confirmed on average less than
-      `cost` by SWITCH_GAIN, the rest of the run goes to one-token steps (where the window does not pay, about
-      JUDGED_AFTER x cost minus what they confirmed is lost; a picture that turns predictable later does not
-      get the window back: one-token steps cannot see what refined drafts would confirm).
+    - Otherwise windows run, and the rest of the run goes to one-token steps as soon as the window forwards
+      so far have confirmed LOSS_BUDGET tokens fewer than SWITCH_GAIN x `cost` each (summed: where windows
+      never pay, a run loses at most that and one window forward against sequential), or the last
+      JUDGED_AFTER window forwards confirmed on average less than that (a picture that stops paying later; a
+      picture that turns predictable later does not get the window back: one-token steps cannot see what
+      refined drafts would confirm).
 
     `width()` says what the next forward runs; `record(width, accepted, hits)` reports it (`hits`: how many of
     the `accepted` new final tokens equal their first draft, averaged over the batch's images). `active=False`
@@ -321,6 +324,7 @@ class WidthChooser:
         self.tokens = 0
         self.judged = False
         self.recent: list[int] = []  # accepted counts of the last JUDGED_AFTER window forwards
+        self.deficit = 0.0  # sum over window forwards of SWITCH_GAIN x cost minus what each confirmed
         self.used = {window: 0, 1: 0}  # forwards per width (reported)
 
     def width(self) -> int:
@@ -338,15 +342,16 @@ class WidthChooser:
             return
         if width == self.window:
             self.recent = (self.recent + [accepted])[-JUDGED_AFTER:]
+            self.deficit += SWITCH_GAIN * self.cost - accepted
         elif hits is not None:
             self.hits += hits
         if self.best == 1 and not self.judged and self.tokens >= OPENING:
             self.judged = True  # the opening is over: windows, unless the drafts never hit
             if self.hits / self.tokens >= HOPELESS_HITS:
                 self.best = self.window
-        elif self.best == self.window and len(self.recent) == JUDGED_AFTER:
-            if sum(self.recent) / JUDGED_AFTER < SWITCH_GAIN * self.cost:
-                self.best = 1  # for the rest of the run: one-token steps cannot see what a window would do
+        elif self.best == self.window and (self.deficit > LOSS_BUDGET or len(self.recent) == JUDGED_AFTER and
+                                           sum(self.recent) / JUDGED_AFTER < SWITCH_GAIN * self.cost):
+            self.best = 1  # for the rest of the run: one-token steps cannot see what a window would do
 
 
 COST_REPEATS = 3  # timed forwards per width (after one warm-up each), interleaved; the fastest counts

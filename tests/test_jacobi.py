@@ -401,5 +401,8 @@ def test_width_chooser_runs_the_window_where_the_picture_is_predictable():
         assert auto <= seq + tuning.JUDGED_AFTER * (2.5 - 1), (auto, jacobi, seq)
         auto, jacobi, seq = compare(picture(seed, [0.75]), 4.0)  # the break-even: at most one judgement lost
         assert auto <= min(jacobi, seq) + tuning.OPENING + tuning.JUDGED_AFTER * (4.0 - 1), (auto, jacobi, seq)
+        # drafts hit often enough to try windows, which never pay: auto loses at most its budget and one window
+        auto, jacobi, seq = compare(picture(seed, [0.3]), 4.0)
+        assert seq < auto <= seq + tuning.LOSS_BUDGET + 4.0 < jacobi, (auto, jacobi, seq)
     fixed = WidthChooser(16, active=False)
     assert fixed.width() == 16
