@@ -79,11 +79,11 @@ def per_image_seconds(lm, cond, batch, decodings, window, repeats):
 
     costs = {}
 
-    def once(decoding, seed):  # "zipar:8": zipar with its own window (the lead)
+    def once(decoding, seed):  # "zipar:8": zipar with its own window (the lead); "sequential:again": a control
         name, _, own = decoding.partition(":")
         t0 = time.perf_counter()
         out = sample_tokens(lm, cond, seed=seed, batch_size=batch, cfg=5.0, decoding=name,
-                            window=int(own) if own else window)
+                            window=int(own) if own.isdigit() else window)
         costs[decoding] = out.settings["window_cost"]
         return (time.perf_counter() - t0) / batch, out.settings["forwards"]
 
@@ -161,8 +161,10 @@ def wall_table(models, batches, dtypes, window, repeats):
                             **{f"{d}_s": r[0] for d, r in res.items()}, **{f"{d}_forwards": r[1] for d, r in res.items()},
                             "auto_window_cost": res["auto"][2] if "auto" in res else None})
                 zipar = next((d for d in res if d.startswith("zipar")), None)
-                rows.append([name, dtype, b, f"{seq:.2f}"] + [f"{res[d][0]:.2f} ({res[d][1]} fw, {seq / res[d][0]:.2f}x)"
-                                                             if d in res else "-" for d in ("jacobi", "auto", zipar)]
+                again = f"{res['sequential:again'][0]:.2f}" if "sequential:again" in res else "-"
+                rows.append([name, dtype, b, f"{seq:.2f}", again]
+                            + [f"{res[d][0]:.2f} ({res[d][1]} fw, {seq / res[d][0]:.2f}x)" if d in res else "-"
+                               for d in ("jacobi", "auto", zipar)]
                             + [f"{res['auto'][2]:.2f}" if "auto" in res and res["auto"][2] else "-"])
                 print("wall", rows[-1], flush=True)
             del lm
@@ -203,6 +205,8 @@ def main(argv=None) -> int:
     p.add_argument("--grouped-windows", default="16", help="windows of the lossy jacobi_grouped in the forwards table")
     p.add_argument("--zipar-windows", default="8,16", help="leads of the lossy zipar in the forwards table")
     p.add_argument("--wall-zipar", type=int, default=8, help="zipar's lead in the demo wall-clock rows (0: not timed)")
+    p.add_argument("--control", action="store_true", help="time sequential twice per round: the second is the "
+                   "noise a speed-up must beat")
     p.add_argument("--cost-models", default="demo,pro1b-4L", help="models whose per-forward cost is measured")
     p.add_argument("--wall-models", default="demo", help="models timed per image: demo, and random checkpoints "
                    "such as pro1b-4L (where the window never pays: sequential against auto only)")
@@ -245,11 +249,12 @@ def main(argv=None) -> int:
             for name in [m for m in args.wall_models.split(",") if m]:
                 if name == "demo":
                     zipar = (f"zipar:{args.wall_zipar}",) if args.wall_zipar else ()
-                    r, rec = wall_table([("demo", demo, texts[0], ("jacobi", "auto", *zipar))], batches, dtypes,
+                    control = ("sequential:again",) if args.control else ()
+                    r, rec = wall_table([("demo", demo, texts[0], (*control, "jacobi", "auto", *zipar))], batches, dtypes,
                                         args.wall_window, args.repeats)
                 else:
                     folder = build_checkpoint(name, Path(tmp) / name, "float32")
-                    r, rec = wall_table([(name, folder, texts[0], ("auto",))],
+                    r, rec = wall_table([(name, folder, texts[0], ("sequential:again", "auto")[not args.control:])],
                                         [int(b) for b in args.random_batches.split(",")], dtypes, args.wall_window,
                                         args.repeats)
                 rows += r
@@ -257,7 +262,8 @@ def main(argv=None) -> int:
         md += ["", f"Seconds per image (median of {args.repeats} interleaved rounds, seeds 0.., after a warm-up), cfg 5, "
                f"temperature 1; jacobi window "
                f"{args.wall_window}; auto = jacobi with one-token steps where the window does not pay:", "",
-               md_table(["model", "dtype", "batch", "sequential s", "jacobi s (forwards, speed-up)",
+               md_table(["model", "dtype", "batch", "sequential s", "sequential again s (control)",
+                         "jacobi s (forwards, speed-up)",
                          "auto s (forwards, speed-up)", f"zipar lead {args.wall_zipar} s (lossy)",
                          "auto's window cost"], rows)]
         with tempfile.TemporaryDirectory() as tmp:

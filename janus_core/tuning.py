@@ -285,7 +285,9 @@ OPENING = 24  # one-token steps that open a run: the first row (no row above to 
 HOPELESS_HITS = 0.1  # drafts hitting less often than this (random weights hit 1 / vocabulary): no window tried
 JUDGED_AFTER = 32  # window forwards after which their mean accepted count decides whether they stay
 COST_STEPS = 8  # a measured window cost is rounded to 1/8 octave (a steadier number to keep)
-LOSS_BUDGET = 4.0  # one-token forwards the window forwards may fall behind 0.9 x their cost before they stop
+LOSS_BUDGET = 16.0  # one-token forwards (3 % of an image) the window forwards may fall behind 0.9 x their
+# cost before they stop: room for the forwards that refine drafts before windows pay (a budget of 4 stopped
+# the windows of demo bf16 batch 4, which pay 1.5x)
 
 
 def window_cost_key(lm, rows: int, window: int, threads: int) -> tuple:
@@ -308,7 +310,7 @@ class WidthChooser:
       row), per image. Below HOPELESS_HITS (random weights) no window is tried: the run stays sequential.
     - Otherwise windows run, and the rest of the run goes to one-token steps as soon as the window forwards
       so far have confirmed LOSS_BUDGET tokens fewer than SWITCH_GAIN x `cost` each (summed: where windows
-      never pay, a run loses at most that and one window forward against sequential), or the last
+      never pay, a run loses little more than that against sequential), or the last
       JUDGED_AFTER window forwards confirmed on average less than that (a picture that stops paying later; a
       picture that turns predictable later does not get the window back: one-token steps cannot see what
       refined drafts would confirm).

@@ -403,6 +403,6 @@ def test_width_chooser_runs_the_window_where_the_picture_is_predictable():
         assert auto <= min(jacobi, seq) + tuning.OPENING + tuning.JUDGED_AFTER * (4.0 - 1), (auto, jacobi, seq)
         # drafts hit often enough to try windows, which never pay: auto loses at most its budget and one window
         auto, jacobi, seq = compare(picture(seed, [0.3]), 4.0)
-        assert seq < auto <= seq + tuning.LOSS_BUDGET + 4.0 < jacobi, (auto, jacobi, seq)
+        assert seq < auto <= seq + 2 * tuning.LOSS_BUDGET < jacobi, (auto, jacobi, seq)
     fixed = WidthChooser(16, active=False)
     assert fixed.width() == 16
