@@ -39,9 +39,11 @@ def available_bytes(device: torch.device) -> int | None:
         return None
 
 
-def sampling_bytes(cfg, image_vocab: int, batch: int, prompt_len: int, dtype: torch.dtype, width: int = 1) -> int:
+def sampling_bytes(cfg, image_vocab: int, batch: int, prompt_len: int, dtype: torch.dtype, width: int = 1,
+                   noise_rows: int = 0) -> int:
     """KV cache + the prefill's widest activations + per-step logits work for `batch` images (2 rows each);
-    `width` positions per step (the Jacobi window: a longer cache and `width` logits rows per image)."""
+    `width` positions per step (the Jacobi window: a longer cache and `width` logits rows per image);
+    `noise_rows` Exp(1) rows per image held besides (zipar's ring of rows drawn ahead)."""
     rows, max_len = 2 * batch, prompt_len + 576 + width - 1
     elem = torch.empty((), dtype=dtype).element_size()
     cache = KVCache.nbytes(cfg, rows, max_len, dtype)
@@ -50,7 +52,7 @@ def sampling_bytes(cfg, image_vocab: int, batch: int, prompt_len: int, dtype: to
     scores = rows * cfg.num_heads * prompt_len * prompt_len * 4  # attention weights if SDPA takes its math path
     tables = 2 * rows * max_len * cfg.head_dim * elem  # per-row rotary tables (left-padded prompts)
     # head output, CFG mix, probabilities, noise (+ its ring), top-p sort (float32), per position of a step
-    logits = (6 * width + (width if width > 1 else 0)) * rows * image_vocab * 4
+    logits = (6 * width + (width if width > 1 else 0)) * rows * image_vocab * 4 + batch * noise_rows * image_vocab * 4
     return int(HEADROOM * (cache + prefill + scores + tables + logits))
 
 

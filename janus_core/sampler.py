@@ -93,11 +93,15 @@ def check_init(init_tokens, keep_mask, batch: int, codebook: int):
     return init, keep
 
 
-def check_sampling_memory(lm: JanusLM, batch: int, prompt_len: int, width: int = 1) -> None:
-    """Refuse a batch whose KV cache + activations cannot fit, before allocating anything."""
+def check_sampling_memory(lm: JanusLM, batch: int, prompt_len: int, decoding: str = "sequential",
+                          window: int = 1) -> None:
+    """Refuse a batch whose KV cache + activations cannot fit, before allocating anything (`decoding`: a checked
+    one, not "auto"; `window` its checked window)."""
     model = lm.model
-    per = sampling_bytes(model.cfg, model.image_vocab, 1, prompt_len, lm.dtype, width)
-    need = sampling_bytes(model.cfg, model.image_vocab, batch, prompt_len, lm.dtype, width)
+    width = forward_width(decoding, window)
+    ring = zipar_ring(zipar_schedule(window)) if decoding == "zipar" else 0
+    per = sampling_bytes(model.cfg, model.image_vocab, 1, prompt_len, lm.dtype, width, ring)
+    need = sampling_bytes(model.cfg, model.image_vocab, batch, prompt_len, lm.dtype, width, ring)
     check_fits("sampling", need, lm.device, per, batch, "batch_size",
                "Lower batch_size, use a smaller dtype (bfloat16 / float16), or free memory.")
 
@@ -209,7 +213,7 @@ def sample_tokens(
         longest = "prompt" if len(cond.cond_ids) >= len(cond.uncond_ids) else "negative_prompt"
         raise PayloadError(f"{longest} too long: {prompt_len} tokens + 576 image tokens exceed the model's "
                            f"{cfg_lm.max_position_embeddings} positions. Shorten it.", input=longest)
-    check_sampling_memory(lm, batch_size, prompt_len, width)
+    check_sampling_memory(lm, batch_size, prompt_len, decoding, window)
     if init is not None:
         init, keep = init.to(device), keep.to(device)
 
@@ -583,6 +587,13 @@ def zipar_schedule(lead: int) -> list[list[tuple[int, int, int | None]]]:
     return steps
 
 
+def zipar_ring(schedule) -> int:
+    """Noise rows zipar holds at most: those between the oldest and the newest token one forward draws (each
+    forward's targets are in position order, and every forward draws at least one token)."""
+    return max(targets[-1] - targets[0] + 1 for targets in
+               ([t for _, _, t in step if t is not None] for step in schedule))
+
+
 def _zipar_finalised(targets: list[int], logits: torch.Tensor, slots: list[int], values: list[int]) -> None:
     """Called per zipar forward with the CFG-mixed logits [B, len(targets), V] that drew `targets`, and the
     forward's inputs (a hook: the context test records them)."""
@@ -596,8 +607,7 @@ def _zipar_loop(run: _Run, hidden: torch.Tensor, schedule, tuner: ThreadTuner) -
     the sequential tokens and a shorter lead changes only what each token sees."""
     b, model, device, n_tok = run.batch, run.model, run.device, NUM_IMAGE_TOKENS
     out = torch.zeros((b, n_tok), dtype=torch.long, device=device)
-    ring = max(max(t for _, _, t in step if t is not None) - min(t for _, _, t in step if t is not None) + 1
-               for step in schedule if any(t is not None for _, _, t in step))
+    ring = zipar_ring(schedule)
     noise = torch.empty((b, ring, model.image_vocab), dtype=torch.float32, device=device) if run.temperature > 0 else None
     drawn = 0
     cache_len = run.cache.k[0].shape[2]
@@ -626,10 +636,10 @@ def _zipar_loop(run: _Run, hidden: torch.Tensor, schedule, tuner: ThreadTuner) -
     # target is final (raster order: what progress reports)
     frontiers = [min(t for _, _, t in step if t is not None) for step in schedule[1:]] + [n_tok]
     plan = []
+    as_index = partial(torch.tensor, dtype=torch.long, device=device)
     for step, frontier in zip(schedule, frontiers):
         slots, values, targets = ([item[k] for item in step] for k in range(3))
         heads = [i for i, t in enumerate(targets) if t is not None]
-        as_index = partial(torch.tensor, dtype=torch.long, device=device)
         plan.append((slots, values, [targets[i] for i in heads], as_index(slots) + run.prompt_len,
                      as_index(values), None if len(heads) == len(step) else as_index(heads),
                      as_index([targets[i] for i in heads]), frontier))

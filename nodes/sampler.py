@@ -14,7 +14,13 @@ from ..janus_core import (
     sample_tokens,
     token_preview,
 )
-from ..janus_core.sampler import auto_decoding, check_cond, check_sampling_memory, decoding_settings, forward_width
+from ..janus_core.sampler import (
+    ZIPAR_WINDOW,
+    auto_decoding,
+    check_cond,
+    check_sampling_memory,
+    decoding_settings,
+)
 from ..janus_core.validate import sampler_settings
 from ..janus_core.vq import check_tokens
 from . import events, host, models
@@ -145,8 +151,9 @@ class JanusARSampler:
                                "(judged from the window's cost, measured once per machine and kept, so a rerun "
                                "makes the same image); on a GPU sequential. jacobi_grouped (lossy, changes the "
                                "image): jacobi that also keeps a guess close to the model's pick (GSD), for fewer "
-                               "forwards. zipar (lossy, changes the image): rows decoded in parallel, each 8 "
-                               "tokens behind the row above (ZipAR): 208 forwards instead of 576."}),
+                               f"forwards. zipar (lossy, changes the image): rows decoded in parallel, each "
+                               f"{ZIPAR_WINDOW} tokens behind the row above (ZipAR): {23 * ZIPAR_WINDOW + 24} "
+                               "forwards instead of 576."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -178,8 +185,7 @@ class JanusARSampler:
                     raise input_error(NODE, name, f"has batch {t.shape[0]}; expected 1 or batch_size {batch_size}.")
         with for_input(NODE, "batch_size"):  # refuse a batch that cannot fit before moving the model
             runs = auto_decoding(lm) if decoding == "auto" else decoding
-            check_sampling_memory(lm, batch_size, max(len(cond.cond_ids), len(cond.uncond_ids)),
-                                  forward_width(runs, window))
+            check_sampling_memory(lm, batch_size, max(len(cond.cond_ids), len(cond.uncond_ids)), runs, window)
 
         models.ensure_on_device(lm)
         palette, _ = models.palette_for(lm.identity.as_dict(), lm.model.image_vocab)

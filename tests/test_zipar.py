@@ -202,3 +202,20 @@ def test_progress_reports_the_final_prefix_and_cancel_stops_between_forwards(lm)
     with pytest.raises(JanusError, match="cancelled"):
         sample_tokens(lm, cond, seed=2, decoding="zipar", window=8, should_cancel=cancel)
     assert calls["n"] == 5
+
+
+@pytest.mark.parametrize("lead", [4, 8, 24])
+def test_the_memory_check_counts_the_noise_rows_the_loop_holds(lm, lead):
+    """The ring of noise rows drawn ahead spans, at most, the tokens one forward draws; the batch check counts
+    it (at lead 4 on the real codebook it is ~100 rows, 6.6 MB per image)."""
+    from janus_core.memory import HEADROOM, sampling_bytes
+
+    span = max(max(j for j in range(1, 576) if drawn_at(lead, j) == t) - min(j for j in range(1, 576)
+               if drawn_at(lead, j) == t) + 1 for t in range(1, 23 * lead + 24))
+    ring = sampler_mod.zipar_ring(zipar_schedule(lead))
+    assert ring == span
+    cfg, vocab = lm.model.cfg, lm.model.image_vocab
+    width = sampler_mod.forward_width("zipar", lead)
+    extra = sampling_bytes(cfg, vocab, 4, 20, torch.float32, width, ring) - sampling_bytes(cfg, vocab, 4, 20,
+                                                                                          torch.float32, width)
+    assert abs(extra - HEADROOM * 4 * ring * vocab * 4) <= 1
