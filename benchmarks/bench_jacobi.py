@@ -11,7 +11,11 @@
    auto on that random checkpoint, where no window pays (what auto costs when it should not use the window);
    and for --cost-models the cost of one window forward against one one-token forward, which says how many
    tokens a window must confirm to pay.
-3. exactness at scale: --exact-seeds images per caption, jacobi (--wall-window) against sequential; the share of
+3. cost: how steady auto's measured window cost is. On the demo model's real decode step (the sampler's own
+   throw-away forward), --cost-repeats fresh measurements by `tuning.measure_window_cost` and, alternating with
+   them, by the rule it replaced (the fastest of 3 forwards of each width, over the whole measurement), against
+   a long reference (the median of 40 paired rounds): the spread is what one machine could keep for good.
+4. exactness at scale: --exact-seeds images per caption, jacobi (--wall-window) against sequential; the share of
    identical images and, for each that differs, the relative gap between the two largest p/E at the first
    differing position.
 """
@@ -19,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -171,6 +176,89 @@ def wall_table(models, batches, dtypes, window, repeats):
     return rows, rec
 
 
+class _Captured(Exception):
+    pass
+
+
+def with_throwaway_forward(lm, cond, batch: int, window: int, measure):
+    """measure(forward) on the sampler's own throw-away decode step (`forward(width)`) for this model and batch,
+    run where auto would measure its window cost (the run is abandoned there); returns what measure returns."""
+    from janus_core import sample_tokens, sampler, tuning
+
+    def capture(forward, _window):
+        raise _Captured(measure(forward))
+
+    saved, kept = sampler.measure_window_cost, tuning._KEPT
+    sampler.measure_window_cost, tuning._KEPT = capture, {}
+    try:
+        sample_tokens(lm, cond, seed=0, batch_size=batch, cfg=5.0, decoding="auto", window=window)
+    except _Captured as captured:
+        return captured.args[0]
+    finally:
+        sampler.measure_window_cost, tuning._KEPT = saved, kept
+    raise RuntimeError("auto did not measure a window cost")
+
+
+def previous_cost_rule(forward, window: int, repeats: int = 3) -> float:
+    """The rule measure_window_cost replaced: the fastest of `repeats` forwards of each width (after one warm-up
+    each, interleaved), over the whole measurement; rounded as measure_window_cost rounds."""
+    from janus_core.tuning import COST_STEPS
+
+    times = {window: [], 1: []}
+    for i in range(repeats + 1):
+        for width in (window, 1):
+            t0 = time.perf_counter()
+            forward(width)
+            if i:
+                times[width].append(time.perf_counter() - t0)
+    ratio = max(1.0, min(times[window]) / min(times[1]))
+    return 2 ** (round(math.log2(ratio) * COST_STEPS) / COST_STEPS)
+
+
+def reference_cost(forward, window: int, rounds: int = 40) -> float:
+    ratios = []
+    for _ in range(rounds):
+        t = {}
+        for width in (window, 1, 1, window):
+            t0 = time.perf_counter()
+            forward(width)
+            t[width] = min(t.get(width, 1e9), time.perf_counter() - t0)
+        ratios.append(t[window] / t[1])
+    return statistics.median(ratios)
+
+
+def cost_rule_table(demo, texts, batches, dtypes, window, repeats):
+    from janus_core import load_generator, prepare_cond
+    from janus_core.tuning import measure_window_cost
+
+    rows, rec = [], []
+    for dtype in dtypes:
+        lm = load_generator(demo, dtype=dtype, device="cpu")
+        cond = prepare_cond(lm, texts[0])
+        for b in batches:
+            def measure(forward):
+                before = reference_cost(forward, window)
+                new, old, spent = [], [], []
+                for _ in range(repeats):
+                    old.append(previous_cost_rule(forward, window))
+                    t0 = time.perf_counter()
+                    new.append(measure_window_cost(forward, window))
+                    spent.append(time.perf_counter() - t0)
+                return statistics.median([before, reference_cost(forward, window)]), new, old, spent
+
+            ref, new, old, spent = with_throwaway_forward(lm, cond, b, window, measure)
+            rec.append({"dtype": dtype, "batch": b, "window": window, "reference": ref, "previous": old, "now": new,
+                        "now_seconds": spent})
+            for name, v in (("previous (fastest of 3 each)", old), ("now (median of paired rounds)", new)):
+                off = [abs(x / ref - 1) for x in v]
+                rows.append([dtype, b, f"{ref:.2f}", name, f"{min(v):.2f} / {statistics.median(v):.2f} / {max(v):.2f}",
+                             f"{100 * max(off):.0f} %", sum(o > 0.15 for o in off)])
+                print("cost rule", rows[-1], flush=True)
+            print(f"  now: {statistics.median(spent):.2f} s per measurement", flush=True)
+        del lm
+    return rows, rec
+
+
 def exactness(lm, texts, seeds, window):
     from janus_core import prepare_cond, sample_tokens
 
@@ -214,6 +302,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--batches", default="1,4")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--cost-repeats", type=int, default=12, help="fresh window-cost measurements per rule (cost part)")
     p.add_argument("--exact-captions", type=int, default=8)
     p.add_argument("--exact-seeds", type=int, default=8)
     p.add_argument("--json", default=str(RESULTS / "jacobi.json"))
@@ -280,6 +369,13 @@ def main(argv=None) -> int:
                    f"window of {args.wall_window}; the ratio is how many tokens a window forward must confirm to pay:",
                    "", md_table(["model", "dtype", "batch", "one-token forward ms", "window forward ms", "ratio"],
                                 cost_rows)]
+    if "cost" in parts:
+        rows, record["cost_rule"] = cost_rule_table(demo, texts, batches, dtypes, args.wall_window, args.cost_repeats)
+        md += ["", f"auto's window cost (window {args.wall_window}, demo model, cfg 5), {args.cost_repeats} fresh "
+               "measurements per rule, alternating, against a reference (median of 40 paired rounds, taken before "
+               "and after); off = the largest relative distance from the reference:", "",
+               md_table(["dtype", "batch", "reference", "rule", "min / median / max", "off (largest)",
+                         "measurements off by > 15 %"], rows)]
     if "exact" in parts:
         lm = load_generator(demo, dtype="float32", device="cpu")
         same, total, gaps = exactness(lm, captions(args.exact_captions), args.exact_seeds, args.wall_window)
