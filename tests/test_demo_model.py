@@ -167,3 +167,26 @@ def test_the_first_run_of_the_readme_works_offline(tmp_path):
     background, objects = read_picture(Image.open(out / "00000.png"))
     # the bundled weights are weak (README, "The demo model"): the caption's colours show, not always in place
     assert {background, *(o.colour for o in objects)} & {"blue", "red"}, (background, objects)
+
+
+def test_the_thirds_texture_marks_each_column_third_and_keeps_the_background():
+    """render(..., "thirds") (training's --texture thirds): the background is THIRDS_LEVELS darker in the left
+    third and lighter in the right one, within the grammar's allowance, and the evaluator reads the same
+    background as from the smooth texture."""
+    import random
+
+    from evaluate import read_picture
+    from scenes import PALETTE, SIZE, THIRDS_LEVELS
+
+    for seed in range(4):
+        scene = random_scene(random.Random(seed))
+        picture = render(scene, "thirds").astype(np.float32)
+        ring = picture[:2]  # the top rows: background only (shapes lie inside the picture)
+        base = np.array(PALETTE[scene.background], dtype=np.float32)
+        thirds = [ring[:, i * SIZE // 3 + 8 : (i + 1) * SIZE // 3 - 8].mean((0, 1)) - base for i in range(3)]
+        for offset, want in zip(thirds, (-THIRDS_LEVELS, 0, THIRDS_LEVELS)):
+            inside = base + want
+            if np.all((inside > 2) & (inside < 253)):  # (a channel clipped at 0 or 255 cannot move)
+                assert np.allclose(offset, want, atol=1.0), (scene.background, thirds)
+        assert np.abs(ring - base).max() <= 15 + 4 * 2.0  # the allowance, and the pixel noise on top
+        assert read_picture(render(scene, "thirds"))[0] == read_picture(render(scene))[0] == scene.background

@@ -41,6 +41,8 @@ POSITION_PHRASES = {
 }  # fmt: skip
 TEXTURE_LEVELS = 12  # peak amplitude of the smooth background texture, in 0..255 levels
 PIXEL_NOISE = 2.0  # standard deviation of the per-pixel noise, in levels
+THIRDS_LEVELS = 7  # "thirds" texture: the background is this much darker / lighter in the left / right third
+TEXTURES = ("smooth", "thirds")
 
 
 @dataclass(frozen=True)
@@ -212,14 +214,23 @@ def _texture(seed: int) -> np.ndarray:
     return field[..., None], rng
 
 
-def render(scene: Scene) -> np.ndarray:
-    """uint8 [384, 384, 3]."""
+_THIRD = (np.minimum(_AXIS // (SIZE / 3), 2) - 1).astype(np.float32)  # -1, 0, 1 by column third
+
+
+def render(scene: Scene, texture: str = "smooth") -> np.ndarray:
+    """uint8 [384, 384, 3]. texture "smooth": a random smooth luminance field of up to TEXTURE_LEVELS; "thirds":
+    the whole picture THIRDS_LEVELS darker in the left third and lighter in the right one, so an image token's
+    code says which third of its row it lies in (a 1-D position encoding cannot: nothing marks where a row of
+    the 24 x 24 grid starts). Both within the grammar's allowance for texture, and pixel noise on top."""
     field, rng = _texture(scene.texture_seed)
     img = np.empty((SIZE, SIZE, 3), dtype=np.float32)
     img[:] = np.array(PALETTE[scene.background], dtype=np.float32)
     for s in scene.shapes:
         a = coverage(s)[..., None]
         img = img * (1 - a) + np.array(PALETTE[s.colour], dtype=np.float32) * a
-    img += field * TEXTURE_LEVELS * float(rng.uniform(0.3, 1.0))
+    if texture == "thirds":
+        img += _THIRD[None, :, None] * THIRDS_LEVELS
+    else:
+        img += field * TEXTURE_LEVELS * float(rng.uniform(0.3, 1.0))
     img += rng.normal(0.0, PIXEL_NOISE, img.shape).astype(np.float32)
     return np.clip(np.round(img), 0, 255).astype(np.uint8)

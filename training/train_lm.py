@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from common import Progress, load_checkpoint, pick_device, save_checkpoint, set_threads, step_rng  # noqa: I001
 from arch import LMArch, VQArch, VisionArch, build_lm, build_understanding, build_vq, parameter_count
-from scenes import question_answers, random_scene, render
+from scenes import TEXTURES, question_answers, random_scene, render
 from text import EOS, build_tokenizer, training_caption
 
 from janus_core.model import KVCache, rope_tables
@@ -63,7 +63,7 @@ def load_vq(path: Path, device):
 
 
 @torch.inference_mode()
-def build_pool(vq, out: Path, size: int, seed: int, device, amp: bool) -> torch.Tensor:
+def build_pool(vq, out: Path, size: int, seed: int, device, amp: bool, texture: str = "smooth") -> torch.Tensor:
     """int16 [size, 576] tokens of scenes 0..size-1 (resumable: finished shards are kept).
 
     Encoded under bf16 autocast when `amp` (4x faster on a CPU with bf16 products): about a third of the codes
@@ -75,16 +75,17 @@ def build_pool(vq, out: Path, size: int, seed: int, device, amp: bool) -> torch.
         path = out / f"shard_{s0 // SHARD:05d}.pt"
         n = min(SHARD, size - s0)
         state = load_checkpoint(path)
-        if state is None or state["tokens"].shape[0] != n or state["seed"] != seed:
+        if (state is None or state["tokens"].shape[0] != n or state["seed"] != seed
+                or state.get("texture", "smooth") != texture):
             tokens = torch.empty((n, GRID_TOKENS), dtype=torch.int16)
             for b0 in range(0, n, 8):
-                imgs = [render(scene_of(seed, s0 + i)) for i in range(b0, min(n, b0 + 8))]
+                imgs = [render(scene_of(seed, s0 + i), texture) for i in range(b0, min(n, b0 + 8))]
                 pixels = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     codes = vq.encode_pixels(pixels)
                 tokens[b0 : b0 + len(imgs)] = codes.reshape(len(imgs), -1).to(torch.int16).cpu()
                 progress(s0 + b0 + len(imgs))
-            save_checkpoint(path, {"tokens": tokens, "seed": seed})
+            save_checkpoint(path, {"tokens": tokens, "seed": seed, "texture": texture})
             state = {"tokens": tokens}
         shards.append(state["tokens"])
     return torch.cat(shards)
@@ -123,7 +124,8 @@ def generation_batch(rng: random.Random, pool: torch.Tensor, seed: int, texts: T
     return rows
 
 
-def understanding_batch(rng: random.Random, texts: Texts, batch: int, prep: ImagePreprocess, n_image: int):
+def understanding_batch(rng: random.Random, texts: Texts, batch: int, prep: ImagePreprocess, n_image: int,
+                        texture: str = "smooth"):
     rows, pixels = [], []
     for _ in range(batch):
         scene = random_scene(rng)
@@ -131,7 +133,9 @@ def understanding_batch(rng: random.Random, texts: Texts, batch: int, prep: Imag
         rows.append((texts.understanding(question, n_image), texts.answer(answer)))
         from PIL import Image
 
-        pixels.append(preprocess_image(Image.fromarray(render(scene)), prep))
+        # with a "thirds" pool, both textures: understanding must read any renderer's scenes
+        drawn = render(scene, rng.choice(TEXTURES) if texture != "smooth" else "smooth")
+        pixels.append(preprocess_image(Image.fromarray(drawn), prep))
     return rows, torch.stack(pixels)
 
 
@@ -229,6 +233,8 @@ def main(argv=None) -> int:
     p.add_argument("--init", type=Path, default=None, help="start from the weights of an exported folder (e.g. "
                    "janus_core/demo_model) instead of random ones, with a fresh optimizer and schedule; ignored "
                    "when --out holds a checkpoint to resume")
+    p.add_argument("--texture", choices=TEXTURES, default="smooth", help="background texture of the generation "
+                   "pool (scenes.render): 'thirds' tells each image token which third of its row it is in")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--device", default="auto")
@@ -241,7 +247,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: --init {args.init} is not an exported checkpoint folder (no config.json)")
     device = pick_device(args.device)
     vq, vq_arch = load_vq(args.vq, device)
-    pool = build_pool(vq, args.out / "pool", args.pool, args.seed, device, args.amp)
+    pool = build_pool(vq, args.out / "pool", args.pool, args.seed, device, args.amp, args.texture)
     if args.pool_only:
         return 0
     tokenizer_path = build_tokenizer(args.out / "tokenizer.json")
@@ -289,7 +295,7 @@ def main(argv=None) -> int:
             group["lr"] = learning_rate(step, args)
         rng = step_rng(args.seed, step)
         gen_rows = generation_batch(rng, pool, args.seed, texts, args.gen_batch)
-        und_rows, pixels = understanding_batch(rng, texts, args.und_batch, prep, n_image)
+        und_rows, pixels = understanding_batch(rng, texts, args.und_batch, prep, n_image, args.texture)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
             gen = generation_loss(lm, gen_rows, device, weigh)
             und_loss = understanding_loss(lm, und, und_rows, pixels, image_id, device)
