@@ -190,3 +190,17 @@ def test_the_thirds_texture_marks_each_column_third_and_keeps_the_background():
                 assert np.allclose(offset, want, atol=1.0), (scene.background, thirds)
         assert np.abs(ring - base).max() <= 15 + 4 * 2.0  # the allowance, and the pixel noise on top
         assert read_picture(render(scene, "thirds"))[0] == read_picture(render(scene))[0] == scene.background
+
+
+def test_training_uses_bf16_autocast_only_where_bf16_products_are_native(monkeypatch):
+    """On an AVX2-only CPU bf16 autocast is emulated (the pool encode ran 6.5x slower than float32 there), so 'auto'
+    follows janus_core's dtype rule; 'on' / 'off' (and --no-amp) override it."""
+    from common import use_amp
+
+    from janus_core import loader
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(loader, "cpu_bf16_instructions", lambda: None)
+    assert use_amp("auto", cpu) is False and use_amp("on", cpu) is True
+    monkeypatch.setattr(loader, "cpu_bf16_instructions", lambda: "AVX512-BF16")
+    assert use_amp("auto", cpu) is True and use_amp("off", cpu) is False

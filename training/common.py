@@ -27,6 +27,23 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def add_amp_argument(parser) -> None:
+    parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
+                        help="bf16 autocast: 'auto' uses it where bfloat16 products are native (a GPU with bf16, a "
+                             "CPU with AVX512-BF16 / AMX: janus_core.loader's dtype rule); on an AVX2-only CPU it is "
+                             "emulated and about 6x slower than float32")
+    parser.add_argument("--no-amp", dest="amp", action="store_const", const="off", help="same as --amp off")
+
+
+def use_amp(choice: str, device: torch.device) -> bool:
+    """Whether to train / encode under bf16 autocast on `device` (see add_amp_argument)."""
+    if choice != "auto":
+        return choice == "on"
+    from janus_core.loader import auto_dtype_reason
+
+    return auto_dtype_reason(device)[0] == torch.bfloat16
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """torch.save to a temporary name in the same folder, then rename: a stopped run never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

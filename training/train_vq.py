@@ -17,13 +17,15 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import Progress, load_checkpoint, pick_device, save_checkpoint, set_threads, step_rng  # noqa: I001
+from common import (Progress, add_amp_argument, load_checkpoint, pick_device, save_checkpoint, set_threads,  # noqa: I001
+                    step_rng, use_amp)
 from arch import VQArch, build_vq, parameter_count
 from scenes import SIZE, random_scene, render
 
@@ -148,10 +150,12 @@ def main(argv=None) -> int:
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="train in float32 (default: bf16 autocast)")
+    add_amp_argument(p)
     args = p.parse_args(argv)
     set_threads(args.threads)
     device = pick_device(args.device)
+    args.amp = use_amp(args.amp, device)
+    print(f"{device}: bf16 autocast {'on' if args.amp else 'off'}", file=sys.stderr)
     arch = VQArch(num_embeddings=args.codes)
     torch.manual_seed(args.seed)
     vq = build_vq(arch).to(device)
