@@ -204,3 +204,23 @@ def test_training_uses_bf16_autocast_only_where_bf16_products_are_native(monkeyp
     assert use_amp("auto", cpu) is False and use_amp("on", cpu) is True
     monkeypatch.setattr(loader, "cpu_bf16_instructions", lambda: "AVX512-BF16")
     assert use_amp("auto", cpu) is True and use_amp("off", cpu) is False
+
+
+def test_understanding_only_training_leaves_the_generator_bit_identical(tmp_path):
+    """`train_lm.py --understanding-only` trains the tower, aligner and text head against the frozen generator, so a
+    model retrained for understanding draws exactly the pictures it drew before."""
+    import train_lm
+    from export import read_folder
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match="--init"):  # nothing to freeze without starting weights
+        train_lm.main(["--vq", str(DEMO_FOLDER), "--out", str(out), "--understanding-only", "--steps", "1"])
+    assert train_lm.main(["--vq", str(DEMO_FOLDER), "--init", str(DEMO_FOLDER), "--out", str(out), "--steps", "2",
+                          "--und-batch", "2", "--understanding-only", "--amp", "off", "--seed", "3"]) == 0
+    assert not (out / "pool").exists()  # no token pool is encoded for it
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    bundle = read_folder(DEMO_FOLDER)
+    for name, tensor in bundle.lm.state_dict().items():
+        assert torch.equal(state["lm"][name], tensor), name
+    changed = [n for n, t in bundle.und.state_dict().items() if not torch.equal(state["und"][n], t)]
+    assert any(n.startswith("vision.") for n in changed) and any(n.startswith("aligner.") for n in changed)

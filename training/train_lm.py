@@ -12,6 +12,9 @@
      understanding prompt, a question about it, the loss on the answer (text head).
    Prompts are made by janus_core's own functions (render_prompt, understanding_prompt_ids), so training sees
    the token ids inference makes.
+
+`--understanding-only --init <folder>` trains the understanding half alone (tower, aligner, text head) against
+the folder's frozen generator: a retrained tower cannot change a single generated token.
 """
 
 from __future__ import annotations
@@ -244,6 +247,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     add_amp_argument(p)
     p.add_argument("--pool-only", action="store_true", help="encode the pool and stop")
+    p.add_argument("--understanding-only", action="store_true", help="train the understanding tower and aligner "
+                   "alone, the language model frozen (with --init, its generation weights stay bit-identical), "
+                   "on --und-batch scenes a step; no token pool")
     args = p.parse_args(argv)
     set_threads(args.threads)
     if args.init is not None and not (args.init / "config.json").is_file():  # before the pool's minutes of work
@@ -252,7 +258,11 @@ def main(argv=None) -> int:
     args.amp = use_amp(args.amp, device)
     print(f"{device}: bf16 autocast {'on' if args.amp else 'off'}", file=sys.stderr)
     vq, vq_arch = load_vq(args.vq, device)
-    pool = build_pool(vq, args.out / "pool", args.pool, args.seed, device, args.amp, args.texture)
+    if args.understanding_only and args.init is None and load_checkpoint(args.out / "checkpoint.pt") is None:
+        raise SystemExit("error: --understanding-only trains against a frozen language model: give --init with "
+                         "an exported folder (e.g. janus_core/demo_model)")
+    pool = None if args.understanding_only else build_pool(vq, args.out / "pool", args.pool, args.seed, device,
+                                                            args.amp, args.texture)
     if args.pool_only:
         return 0
     tokenizer_path = build_tokenizer(args.out / "tokenizer.json")
@@ -265,6 +275,8 @@ def main(argv=None) -> int:
     und = build_understanding(vis_arch, lm_arch)
     lm.to(device)
     und.to(device)
+    if args.understanding_only:  # the generator is not trained (the text head is the understanding model's)
+        lm.requires_grad_(False)
     params = [q for q in list(lm.parameters()) + list(und.parameters()) if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
     ckpt_path = args.out / "checkpoint.pt"
@@ -299,10 +311,10 @@ def main(argv=None) -> int:
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, args)
         rng = step_rng(args.seed, step)
-        gen_rows = generation_batch(rng, pool, args.seed, texts, args.gen_batch)
+        gen_rows = None if pool is None else generation_batch(rng, pool, args.seed, texts, args.gen_batch)
         und_rows, pixels = understanding_batch(rng, texts, args.und_batch, prep, n_image, args.texture)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
-            gen = generation_loss(lm, gen_rows, device, weigh)
+            gen = torch.zeros((), device=device) if gen_rows is None else generation_loss(lm, gen_rows, device, weigh)
             und_loss = understanding_loss(lm, und, und_rows, pixels, image_id, device)
         loss = gen + und_loss
         opt.zero_grad(set_to_none=True)
