@@ -218,6 +218,8 @@ def test_understanding_only_training_leaves_the_generator_bit_identical(tmp_path
     assert train_lm.main(["--vq", str(DEMO_FOLDER), "--init", str(DEMO_FOLDER), "--out", str(out), "--steps", "2",
                           "--und-batch", "2", "--understanding-only", "--amp", "off", "--seed", "3"]) == 0
     assert not (out / "pool").exists()  # no token pool is encoded for it
+    with pytest.raises(SystemExit, match="--understanding-only setting"):  # its optimizer holds only the tower's
+        train_lm.main(["--vq", str(DEMO_FOLDER), "--out", str(out), "--steps", "3", "--und-batch", "2", "--amp", "off"])
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     bundle = read_folder(DEMO_FOLDER)
     for name, tensor in bundle.lm.state_dict().items():

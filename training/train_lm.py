@@ -247,8 +247,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     add_amp_argument(p)
     p.add_argument("--pool-only", action="store_true", help="encode the pool and stop")
-    p.add_argument("--understanding-only", action="store_true", help="train the understanding tower and aligner "
-                   "alone, the language model frozen (with --init, its generation weights stay bit-identical), "
+    p.add_argument("--understanding-only", action="store_true", help="train the understanding tower, aligner and "
+                   "text head alone, the language model frozen (with --init, its generation weights stay bit-identical), "
                    "on --und-batch scenes a step; no token pool")
     args = p.parse_args(argv)
     set_threads(args.threads)
@@ -258,7 +258,15 @@ def main(argv=None) -> int:
     args.amp = use_amp(args.amp, device)
     print(f"{device}: bf16 autocast {'on' if args.amp else 'off'}", file=sys.stderr)
     vq, vq_arch = load_vq(args.vq, device)
-    if args.understanding_only and args.init is None and load_checkpoint(args.out / "checkpoint.pt") is None:
+    if args.understanding_only and args.pool_only:
+        raise SystemExit("error: --understanding-only builds no token pool: drop --pool-only")
+    prior = load_checkpoint(args.out / "checkpoint.pt")  # checked here, before the pool's minutes of work
+    if prior is not None and prior.get("understanding_only", False) != args.understanding_only:
+        kind = "with" if args.understanding_only else "without"
+        raise SystemExit(f"error: {args.out / 'checkpoint.pt'} was trained {kind} the generator (its optimizer "
+                         "holds other parameters): resume it with the same --understanding-only setting, or give a "
+                         "new --out")
+    if args.understanding_only and args.init is None and prior is None:
         raise SystemExit("error: --understanding-only trains against a frozen language model: give --init with "
                          "an exported folder (e.g. janus_core/demo_model)")
     pool = None if args.understanding_only else build_pool(vq, args.out / "pool", args.pool, args.seed, device,
@@ -325,7 +333,8 @@ def main(argv=None) -> int:
         progress(step + 1, gen=sum(r[0] for r in recent) / len(recent), und=sum(r[1] for r in recent) / len(recent))
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             save_checkpoint(ckpt_path, {"lm": lm.state_dict(), "und": und.state_dict(), "optimizer": opt.state_dict(),
-                                        "step": step + 1, "lm_arch": lm_arch.as_dict(), "vision_arch": vis_arch.as_dict(),
+                                        "step": step + 1, "understanding_only": args.understanding_only,
+                                        "lm_arch": lm_arch.as_dict(), "vision_arch": vis_arch.as_dict(),
                                         "vq_arch": vq_arch.as_dict()})
     return 0
 
