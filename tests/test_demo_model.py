@@ -226,3 +226,51 @@ def test_understanding_only_training_leaves_the_generator_bit_identical(tmp_path
         assert torch.equal(state["lm"][name], tensor), name
     changed = [n for n, t in bundle.und.state_dict().items() if not torch.equal(state["und"][n], t)]
     assert any(n.startswith("vision.") for n in changed) and any(n.startswith("aligner.") for n in changed)
+
+
+def test_shape_warmup_teaches_the_tower_through_a_probe_that_is_never_exported(tmp_path):
+    """`--shape-warmup N` trains the tower and aligner on the shape of drawn one-object scenes through ShapeProbe
+    (a training-only head) before the answer loss; the generator stays frozen, the probe rides in the checkpoint
+    for resuming, and the exported folder holds no trace of it."""
+    import math
+
+    import train_lm
+    from export import main as export_main
+    from export import read_folder
+    from safetensors import safe_open
+
+    base = ["--vq", str(DEMO_FOLDER), "--init", str(DEMO_FOLDER), "--amp", "off", "--seed", "5", "--und-batch", "2",
+            "--shape-batch", "4", "--shape-scenes", "4"]
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match="add --understanding-only"):
+        train_lm.main([*base, "--out", str(out), "--steps", "2", "--shape-warmup", "1"])
+    for bad in (["--shape-warmup", "2"], ["--shape-warmup", "-1"], ["--shape-aux", "nan"], ["--shape-aux", "-1"]):
+        with pytest.raises(SystemExit, match="--shape-warmup must be"):
+            train_lm.main([*base, "--out", str(out), "--steps", "2", "--understanding-only", *bad])
+    assert not out.exists()  # refused before any work
+
+    # one warm-up step, then one answer step with the probe's loss beside it
+    assert train_lm.main([*base, "--out", str(out), "--steps", "2", "--shape-warmup", "1", "--shape-aux", "1",
+                          "--understanding-only", "--save-every", "1"]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 2 and set(state["shape_probe"]) == {"query", "key.weight", "key.bias", "out.weight",
+                                                                "out.bias"}
+    assert state["shape_probe"]["out.weight"].shape[0] == 3 and all(
+        math.isfinite(v) for t in state["shape_probe"].values() for v in t.flatten().tolist()[:8])
+    bundle = read_folder(DEMO_FOLDER)
+    for name, tensor in bundle.lm.state_dict().items():
+        assert torch.equal(state["lm"][name], tensor), name
+    changed = {n for n, t in bundle.und.state_dict().items() if not torch.equal(state["und"][n], t)}
+    assert any(n.startswith("vision.") for n in changed) and any(n.startswith("aligner.") for n in changed)
+
+    with pytest.raises(SystemExit, match="shape probe"):  # its optimizer holds the probe's parameters too
+        train_lm.main([*base, "--out", str(out), "--steps", "3", "--understanding-only"])
+
+    folder = tmp_path / "exported"
+    assert export_main(["--vq", str(DEMO_FOLDER), "--lm", str(out / "checkpoint.pt"),
+                        "--out", str(folder)]) == 0
+    names = set()
+    for file in folder.glob("*.safetensors"):
+        with safe_open(file, "pt") as f:
+            names |= set(f.keys())
+    assert names and not [n for n in names if "probe" in n or "query" in n], sorted(names)[:5]

@@ -14,7 +14,8 @@
    the token ids inference makes.
 
 `--understanding-only --init <folder>` trains the understanding half alone (tower, aligner, text head) against
-the folder's frozen generator: a retrained tower cannot change a single generated token.
+the folder's frozen generator: a retrained tower cannot change a single generated token. With `--shape-warmup N`
+its first N steps teach the tower the shapes directly (see ShapeProbe), then `--shape-aux` keeps that loss on.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from common import (Progress, add_amp_argument, load_checkpoint, pick_device, save_checkpoint, set_threads,  # noqa: I001
                     step_rng, use_amp)
 from arch import LMArch, VQArch, VisionArch, build_lm, build_understanding, build_vq, parameter_count
-from scenes import TEXTURES, question_answers, random_scene, render
+from scenes import SHAPES, TEXTURES, question_answers, random_scene, render
 from text import EOS, build_tokenizer, training_caption
 
 from janus_core.model import KVCache, rope_tables
@@ -130,19 +131,61 @@ def generation_batch(rng: random.Random, pool: torch.Tensor, seed: int, texts: T
     return rows
 
 
+def shape_label(scene) -> int:
+    """The index in SHAPES of a one-object scene's shape; -100 (ignored) for two objects."""
+    return SHAPES.index(scene.shapes[0].kind) if len(scene.shapes) == 1 else -100
+
+
 def understanding_batch(rng: random.Random, texts: Texts, batch: int, prep: ImagePreprocess, n_image: int,
-                        texture: str = "smooth"):
+                        texture: str = "smooth", labels: list | None = None):
+    """(prompt, answer) rows and pixels [B, 3, S, S]; `labels`, when given, gets each scene's shape_label."""
     rows, pixels = [], []
     for _ in range(batch):
         scene = random_scene(rng)
         question, answer = rng.choice(question_answers(scene))
         rows.append((texts.understanding(question, n_image), texts.answer(answer)))
+        if labels is not None:
+            labels.append(shape_label(scene))
         from PIL import Image
 
         # with a "thirds" pool, both textures: understanding must read any renderer's scenes
         drawn = render(scene, rng.choice(TEXTURES) if texture != "smooth" else "smooth")
         pixels.append(preprocess_image(Image.fromarray(drawn), prep))
     return rows, torch.stack(pixels)
+
+
+class ShapeProbe(torch.nn.Module):
+    """A training-only head (never exported): one attention-pooling query over the tower's aligned features, then
+    a linear layer to the three shapes.
+
+    Why: through the language model the tower hears about shape only from the few answer tokens that name one,
+    and measured here that was not enough (the bundled tower answers "a triangle" for most shapes; an attention
+    probe on its frozen features finds the shape in 35 % of held-out scenes, chance 33 %). Trained on the
+    shape directly, the same tower reached 70 % in 1000 steps of 32 scenes."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.query = torch.nn.Parameter(torch.randn(hidden) * 0.02)
+        self.key = torch.nn.Linear(hidden, hidden)
+        self.out = torch.nn.Linear(hidden, len(SHAPES))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, H] -> logits [B, 3]
+        weights = (self.key(features) @ self.query).softmax(-1)
+        return self.out((weights[..., None] * features).sum(1))
+
+
+class ShapeScenes:
+    """`count` one-object scenes drawn once (uint8, in memory): drawing 32 a step would cost more than the step."""
+
+    def __init__(self, seed: int, count: int):
+        scenes = [random_scene(random.Random(seed * 7_919 + 5_000_000 + i), objects=1) for i in range(count)]
+        self.pixels = torch.from_numpy(np.stack([render(s) for s in scenes])).permute(0, 3, 1, 2).contiguous()
+        self.labels = torch.tensor([shape_label(s) for s in scenes])
+
+    def batch(self, rng: random.Random, size: int):
+        idx = torch.tensor([rng.randrange(len(self.labels)) for _ in range(size)])
+        # what preprocess_image makes of a 384 px RGB picture: x / 255, then (x - 0.5) / 0.5
+        return self.pixels[idx].float().div(255.0).sub(0.5).div(0.5), self.labels[idx]
 
 
 def run_decoder(lm, x: torch.Tensor) -> torch.Tensor:
@@ -200,7 +243,9 @@ def generation_loss(lm, rows, device, weights=None) -> torch.Tensor:
     return (per_token * w.reshape(-1)).sum() / w.sum()
 
 
-def understanding_loss(lm, und, rows, pixels, image_id: int, device) -> torch.Tensor:
+def understanding_loss(lm, und, rows, pixels, image_id: int, device, probe=None, labels=None,
+                       aux_weight: float = 0.0) -> torch.Tensor:
+    """The answer tokens' loss; plus, with a ShapeProbe and a weight, its shape loss on the one-object scenes."""
     hidden_size = lm.cfg.hidden_size
     seqs = [prompt + answer for prompt, answer in rows]
     t = max(len(s) for s in seqs) - 1
@@ -216,12 +261,21 @@ def understanding_loss(lm, und, rows, pixels, image_id: int, device) -> torch.Te
     x = x.masked_scatter(mask[..., None].expand(-1, -1, hidden_size), features.reshape(-1, hidden_size))
     hidden = run_decoder(lm, x)
     logits = und.text_logits(hidden).float()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+    if probe is not None and aux_weight > 0 and any(k >= 0 for k in labels):
+        shapes = torch.tensor(labels, device=device)
+        loss = loss + aux_weight * F.cross_entropy(probe(features).float(), shapes, ignore_index=-100)
+    return loss
 
 
 def learning_rate(step: int, args) -> float:
+    """Constant (after a short ramp) through the shape warm-up, then a ramp and cosine over the remaining steps."""
+    warmup = args.shape_warmup
+    if step < warmup:
+        return args.lr * min(1.0, (step + 1) / 50)
+    step, total = step - warmup, args.steps - warmup
     ramp = min(1.0, (step + 1) / 200)
-    return args.lr * ramp * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+    return args.lr * ramp * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / total)))
 
 
 def main(argv=None) -> int:
@@ -250,6 +304,13 @@ def main(argv=None) -> int:
     p.add_argument("--understanding-only", action="store_true", help="train the understanding tower, aligner and "
                    "text head alone, the language model frozen (with --init, its generation weights stay bit-identical), "
                    "on --und-batch scenes a step; no token pool")
+    p.add_argument("--shape-warmup", type=int, default=0, help="with --understanding-only: the first N steps train "
+                   "only the tower and aligner, through a training-only probe head (ShapeProbe), to name the shape "
+                   "of --shape-batch one-object scenes a step (of --shape-scenes drawn once)")
+    p.add_argument("--shape-aux", type=float, default=0.0, help="with --understanding-only: weight of the probe's "
+                   "shape loss on the one-object scenes of each understanding batch after the warm-up")
+    p.add_argument("--shape-batch", type=int, default=32)
+    p.add_argument("--shape-scenes", type=int, default=1300)
     args = p.parse_args(argv)
     set_threads(args.threads)
     if args.init is not None and not (args.init / "config.json").is_file():  # before the pool's minutes of work
@@ -260,6 +321,11 @@ def main(argv=None) -> int:
     vq, vq_arch = load_vq(args.vq, device)
     if args.understanding_only and args.pool_only:
         raise SystemExit("error: --understanding-only builds no token pool: drop --pool-only")
+    if (args.shape_warmup or args.shape_aux) and not args.understanding_only:
+        raise SystemExit("error: --shape-warmup and --shape-aux train the tower alone: add --understanding-only")
+    if not 0 <= args.shape_warmup < args.steps or not math.isfinite(args.shape_aux) or args.shape_aux < 0:
+        raise SystemExit(f"error: --shape-warmup must be 0 .. --steps - 1 (got {args.shape_warmup} of {args.steps}) "
+                         f"and --shape-aux a finite weight >= 0 (got {args.shape_aux})")
     prior = load_checkpoint(args.out / "checkpoint.pt")  # checked here, before the pool's minutes of work
     if prior is not None and prior.get("understanding_only", False) != args.understanding_only:
         kind = "with" if args.understanding_only else "without"
@@ -285,7 +351,10 @@ def main(argv=None) -> int:
     und.to(device)
     if args.understanding_only:  # the generator is not trained (the text head is the understanding model's)
         lm.requires_grad_(False)
+    probe = ShapeProbe(lm_arch.hidden_size).to(device) if args.shape_warmup or args.shape_aux else None
     params = [q for q in list(lm.parameters()) + list(und.parameters()) if q.requires_grad]
+    if probe is not None:
+        params += list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
     ckpt_path = args.out / "checkpoint.pt"
     state = load_checkpoint(ckpt_path)
@@ -293,6 +362,12 @@ def main(argv=None) -> int:
     if state is not None:
         lm.load_state_dict(state["lm"])
         und.load_state_dict(state["und"])
+        if (probe is None) != ("shape_probe" not in state):
+            raise SystemExit(f"error: {ckpt_path} was trained {'without' if probe is not None else 'with'} the shape "
+                             "probe (its optimizer holds other parameters): resume it with the same --shape-warmup / "
+                             "--shape-aux, or give a new --out")
+        if probe is not None:
+            probe.load_state_dict(state["shape_probe"])
         opt.load_state_dict(state["optimizer"])
         start = state["step"]
         print(f"resuming {ckpt_path} at step {start}")
@@ -313,17 +388,27 @@ def main(argv=None) -> int:
     codebook = vq.quantize.embedding.weight.detach().float().to(device)
     weigh = (None if args.first_weight == 1 and args.edge_weight == 0 else
              lambda targets: token_weights(targets, codebook, args.first_weight, args.edge_weight))
+    shape_scenes = ShapeScenes(args.seed, args.shape_scenes) if args.shape_warmup > start else None
     progress = Progress("lm", args.steps, start)
     recent: list[tuple[float, float]] = []
     for step in range(start, args.steps):
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, args)
         rng = step_rng(args.seed, step)
-        gen_rows = None if pool is None else generation_batch(rng, pool, args.seed, texts, args.gen_batch)
-        und_rows, pixels = understanding_batch(rng, texts, args.und_batch, prep, n_image, args.texture)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
-            gen = torch.zeros((), device=device) if gen_rows is None else generation_loss(lm, gen_rows, device, weigh)
-            und_loss = understanding_loss(lm, und, und_rows, pixels, image_id, device)
+        if step < args.shape_warmup:  # the tower and aligner alone, on the shape (the LM is not run)
+            pixels, labels = shape_scenes.batch(rng, args.shape_batch)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+                logits = probe(und.image_features(pixels.to(device)).float())
+            gen, und_loss = torch.zeros((), device=device), F.cross_entropy(logits.float(), labels.to(device))
+        else:
+            gen_rows = None if pool is None else generation_batch(rng, pool, args.seed, texts, args.gen_batch)
+            labels = []
+            und_rows, pixels = understanding_batch(rng, texts, args.und_batch, prep, n_image, args.texture, labels)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+                gen = (torch.zeros((), device=device) if gen_rows is None
+                       else generation_loss(lm, gen_rows, device, weigh))
+                und_loss = understanding_loss(lm, und, und_rows, pixels, image_id, device, probe, labels,
+                                              args.shape_aux)
         loss = gen + und_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -334,6 +419,7 @@ def main(argv=None) -> int:
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             save_checkpoint(ckpt_path, {"lm": lm.state_dict(), "und": und.state_dict(), "optimizer": opt.state_dict(),
                                         "step": step + 1, "understanding_only": args.understanding_only,
+                                        **({} if probe is None else {"shape_probe": probe.state_dict()}),
                                         "lm_arch": lm_arch.as_dict(), "vision_arch": vis_arch.as_dict(),
                                         "vq_arch": vq_arch.as_dict()})
     return 0
